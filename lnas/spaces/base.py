@@ -1,0 +1,59 @@
+"""The interface every search space implements (DESIGN.md §3)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from lnas.spaces.arch import Arch
+
+
+@dataclass(frozen=True)
+class FeatureInfo:
+    """One output level of a backbone: its channels and its stride (reduction) w.r.t. the input (timm naming)."""
+
+    num_chs: int
+    reduction: int
+
+
+class SearchSpace(ABC):
+    """A set of candidate networks. All randomness comes from the ``torch.Generator`` passed in."""
+
+    @abstractmethod
+    def size(self) -> int:
+        """Exact number of distinct candidates."""
+
+    @abstractmethod
+    def sample(self, generator: torch.Generator) -> Arch:
+        """A uniformly drawn candidate (uniform per label)."""
+
+    @abstractmethod
+    def mutate(self, arch: Arch, generator: torch.Generator) -> Arch:
+        """A copy of ``arch`` with one choice redrawn to a different value."""
+
+    @abstractmethod
+    def default(self) -> Arch:
+        """The reference point of the space (e.g. the user's baseline)."""
+
+    @abstractmethod
+    def validate(self, arch: Arch) -> None:
+        """Raise :class:`~lnas.spaces.arch.InvalidArchError` unless ``arch`` belongs to the space."""
+
+    @abstractmethod
+    def encode(self, arch: Arch) -> str:
+        """Short string form, used as key, log tag and file name."""
+
+    @abstractmethod
+    def decode(self, text: str) -> Arch:
+        """Inverse of :meth:`encode`."""
+
+    @abstractmethod
+    def feature_info(self, arch: Arch) -> list[FeatureInfo]:
+        """Channels and stride of each output level of ``arch``."""
+
+    @abstractmethod
+    def build(self, arch: Arch) -> nn.Module:
+        """A freshly initialised static network for ``arch``."""

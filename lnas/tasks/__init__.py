@@ -1,0 +1,1 @@
+"""LightningModules for the warmup (supernet) and final phases of each task."""
