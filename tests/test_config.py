@@ -1,0 +1,46 @@
+from pathlib import Path
+
+import pytest
+from hydra.errors import MissingConfigException
+from hydra.utils import instantiate
+
+import lnas.conf
+
+EXPERIMENTS = sorted(p.stem for p in (Path(lnas.conf.__file__).parent / "experiment").glob("*.yaml"))
+
+
+def test_there_is_a_detection_experiment():
+    assert "detection" in EXPERIMENTS
+
+
+@pytest.mark.parametrize("debug", [[], ["+debug=fast"]])
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_and_instantiates(compose_cfg, tmp_path, experiment, debug):
+    cfg = compose_cfg(f"+experiment={experiment}", *debug, f"output_dir={tmp_path}")
+    datamodule = instantiate(cfg.data)
+    space = instantiate(cfg.space)
+    proxy = instantiate(cfg.predictor)
+    hardware = instantiate(cfg.hardware)
+    search = instantiate(cfg.search, proxy=proxy)
+    warmup = instantiate(cfg.task.warmup)(space=space, num_classes=datamodule.num_classes)
+    assert space.size() >= 10**9
+    assert search.proxy is proxy and hardware.target_latency_ms > 0
+    assert hasattr(warmup, "candidate") and warmup.space is space
+    instantiate(cfg.trainer, max_epochs=1, logger=False, enable_checkpointing=False)
+    if debug:
+        assert cfg.data.num_train <= 64 and cfg.final_epochs == 1
+
+
+def test_every_config_group_option_instantiates(compose_cfg, tmp_path):
+    root = Path(lnas.conf.__file__).parent
+    for group in ("data", "space", "predictor", "hardware", "search"):
+        for option in sorted(p.stem for p in (root / group).glob("*.yaml")):
+            cfg = compose_cfg(f"{group}={option}", f"output_dir={tmp_path}")
+            node = instantiate(cfg[group], proxy=instantiate(cfg.predictor)) if group == "search" else instantiate(cfg[group])
+            assert node is not None
+
+
+def test_unknown_config_option_names_the_valid_ones(compose_cfg):
+    with pytest.raises(MissingConfigException) as error:
+        compose_cfg("space=no_such_space")
+    assert "no_such_space" in str(error.value) and "mbconv" in str(error.value)

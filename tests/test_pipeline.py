@@ -1,0 +1,103 @@
+"""End-to-end runs of ``lnas.train`` on the embedded data, shrunk by ``+debug=fast``."""
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+
+from lnas.hardware import check_onnx_matches
+from lnas.search import NoFeasibleCandidateError
+from lnas.train import train
+
+RESULT_FILES = ("arch.yaml", "leaderboard.csv", "model.onnx", "report.md")
+
+
+@pytest.fixture(scope="module")
+def fast_run(tmp_path_factory):
+    """One fast end-to-end run shared by the tests that inspect its outputs."""
+    from hydra import compose, initialize_config_module
+
+    out = tmp_path_factory.mktemp("run")
+    with initialize_config_module("lnas.conf", version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["+experiment=detection", "+debug=fast", f"output_dir={out}"])
+    return cfg, out, train(cfg)
+
+
+def test_fast_run_writes_all_result_files(fast_run):
+    cfg, out, summary = fast_run
+    for name in RESULT_FILES + ("pareto.png", "summary.json"):
+        assert (out / name).stat().st_size > 0, name
+    rows = list(csv.DictReader((out / "leaderboard.csv").open()))
+    assert len(rows) == cfg.search.num_candidates == summary["candidates_scored"]
+    assert {"arch", "score", "latency_ms", "feasible", "reason"} <= set(rows[0])
+    assert all(float(r["latency_ms"]) > 0 for r in rows)
+    chosen = yaml.safe_load((out / "arch.yaml").read_text())
+    assert chosen["arch"] == rows[0]["arch"] == summary["chosen"]["arch"]
+    report = (out / "report.md").read_text()
+    for text in (chosen["arch"], "test mAP", "candidates scored: 6", "latency"):
+        assert text in report
+    assert 0.0 <= summary["chosen"]["test_map"] <= 1.0
+
+
+def test_exported_onnx_matches_the_trained_pytorch_model(fast_run):
+    cfg, out, summary = fast_run
+    space = instantiate(cfg.space)
+    model = instantiate(cfg.task.warmup)(space=space, num_classes=3).candidate(space.decode(summary["chosen"]["arch"]), inherit=False)
+    final = instantiate(cfg.task.final)(model=model)
+    checkpoint = next((out / "final" / "checkpoints").glob("*.ckpt"))
+    final.load_state_dict(torch.load(checkpoint, weights_only=False)["state_dict"])
+    assert check_onnx_matches(final.model, out / "model.onnx", torch.rand(3, 3, 64, 64)) < 1e-3
+    assert summary["onnx_max_abs_diff"] < 1e-3
+
+
+def test_rerun_final_phase_from_arch_yaml(fast_detection, tmp_path, fast_run):
+    _, out, summary = fast_run
+    cfg = fast_detection(f"arch={out / 'arch.yaml'}", f"output_dir={tmp_path / 'rerun'}")
+    rerun = train(cfg)
+    assert rerun["chosen"]["arch"] == summary["chosen"]["arch"] and rerun["candidates_scored"] == 0
+    assert (tmp_path / "rerun" / "model.onnx").exists()
+
+
+def test_unreachable_latency_target_fails_with_the_lowest_latency_and_no_results(fast_detection, tmp_path):
+    cfg = fast_detection("hardware.target_latency_ms=0.0001")
+    with pytest.raises(NoFeasibleCandidateError, match=r"lowest latency seen was \d+\.\d+ ms") as error:
+        train(cfg)
+    assert "target_latency_ms" in str(error.value)
+    for name in ("arch.yaml", "model.onnx", "report.md"):
+        assert not (tmp_path / name).exists()
+    rows = list(csv.DictReader((tmp_path / "leaderboard.csv").open()))  # complete, for diagnosis
+    assert rows and all(r["feasible"] == "False" and "> target" in r["reason"] for r in rows)
+
+
+def test_empty_dataset_is_rejected_before_anything_is_written(fast_detection, tmp_path):
+    with pytest.raises(InstantiationException, match=r"num_train must be >= 1"):
+        train(fast_detection("data.num_train=0"))
+    assert not any(tmp_path.iterdir())
+
+
+def _run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    return subprocess.run([sys.executable, "-m", "lnas.train", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_runs_from_any_directory(tmp_path):
+    result = _run_cli(["+experiment=detection", "+debug=fast", "search.num_candidates=3", f"hydra.run.dir={tmp_path / 'cli'}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert all((tmp_path / "cli" / name).exists() for name in RESULT_FILES)
+    assert "chosen" in result.stdout
+
+
+def test_cli_bad_input_exits_non_zero_with_the_allowed_values(tmp_path):
+    result = _run_cli(["+experiment=detection", "+debug=fast", "search=no_such_search", f"hydra.run.dir={tmp_path / 'x'}"], cwd=tmp_path)
+    assert result.returncode != 0
+    assert "no_such_search" in result.stderr and "evolution" in result.stderr and "random" in result.stderr
+    result = _run_cli(["+experiment=detection", "+debug=fast", "data.image_size=50", f"hydra.run.dir={tmp_path / 'y'}"], cwd=tmp_path)
+    assert result.returncode == 1 and "multiple of 32" in result.stderr
+    assert not (tmp_path / "y" / "arch.yaml").exists()
