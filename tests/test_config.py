@@ -1,10 +1,9 @@
 from pathlib import Path
 
+import lnas.conf
 import pytest
 from hydra.errors import MissingConfigException
 from hydra.utils import instantiate
-
-import lnas.conf
 
 EXPERIMENTS = sorted(p.stem for p in (Path(lnas.conf.__file__).parent / "experiment").glob("*.yaml"))
 

@@ -1,0 +1,72 @@
+"""The search callbacks inside a plain Lightning Trainer: the README example, shrunk, and an exact resume."""
+
+import csv
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from lnas.callbacks import HardwareLatency, ZeroShotSearch
+from lnas.data import SyntheticDetectionDataModule
+from lnas.hardware import OrtLatencyEstimator
+from lnas.predictors import SynFlow
+from lnas.search import EvolutionSearch
+from lnas.spaces import MBConvSpace
+from lnas.tasks.detection import DetectionSupernetModule
+
+
+def _parts(num_candidates: int, out):
+    space = MBConvSpace(stages=[{"channels": c, "stride": 2, "depths": [1, 2]} for c in (16, 24, 32, 40)], stem_channels=8)
+    module = DetectionSupernetModule(space, num_classes=3, head_width=16, head_depth=1)
+    search = ZeroShotSearch(SynFlow(), num_candidates=num_candidates, strategy=EvolutionSearch(population=3, tournament=2), output_dir=str(out))
+    latency = HardwareLatency(OrtLatencyEstimator(warmup=1, runs=3, repeats=2), target_latency_ms=50.0)
+    data = SyntheticDetectionDataModule(image_size=64, num_train=32, num_val=8, num_test=8, batch_size=8)
+    return module, search, latency, data
+
+
+def _trainer(epochs: int, callbacks, out) -> L.Trainer:
+    return L.Trainer(max_epochs=epochs, callbacks=callbacks, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                     default_root_dir=str(out), num_sanity_val_steps=0, limit_val_batches=1)
+
+
+def test_callbacks_in_a_plain_trainer_choose_an_arch(tmp_path):
+    module, search, latency, data = _parts(5, tmp_path)
+    _trainer(1, [search, latency], tmp_path).fit(module, datamodule=data)
+    assert len(search.leaderboard) == 5 and search.chosen is not None
+    assert module.space.encode(search.chosen) == search.leaderboard.best().arch
+    rows = list(csv.DictReader((tmp_path / "leaderboard.csv").open()))
+    assert len(rows) == 5 and all(float(r["latency_ms"]) > 0 for r in rows)
+    assert (tmp_path / "arch.yaml").exists() and (tmp_path / "pareto.png").exists()
+    steps = [r.step for r in search.leaderboard.rows]
+    assert steps == sorted(steps) and steps[0] < steps[-1]  # scoring is spread over the warmup batches
+    best = module.candidate(search.chosen, inherit=True).eval()
+    cls, box, ctr = best(torch.rand(1, 3, 64, 64))
+    assert cls.shape[-1] == 3 and box.shape[-1] == 4
+
+
+class _CrashInSecondEpoch(L.Callback):
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch == 1:
+            raise RuntimeError("simulated crash")
+
+
+def test_resumed_search_continues_exactly(tmp_path):
+    torch.manual_seed(0)
+    module, search, latency, data = _parts(8, tmp_path / "full")
+    _trainer(2, [search, latency], tmp_path / "full").fit(module, datamodule=data)
+
+    torch.manual_seed(0)
+    module, search_a, latency_a, data = _parts(8, tmp_path / "a")
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _trainer(2, [search_a, latency_a, checkpoint, _CrashInSecondEpoch()], tmp_path / "a").fit(module, datamodule=data)
+    first_half = [r.arch for r in search_a.leaderboard.rows]
+    assert 0 < len(first_half) < 8
+
+    module, search_b, latency_b, data = _parts(8, tmp_path / "b")
+    _trainer(2, [search_b, latency_b], tmp_path / "b").fit(module, datamodule=data, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    resumed = [r.arch for r in search_b.leaderboard.rows]
+    assert resumed[: len(first_half)] == first_half
+    assert resumed == [r.arch for r in search.leaderboard.rows]
+    assert set(first_half) <= set(latency_b.cache)  # measured latencies were restored, not re-measured
