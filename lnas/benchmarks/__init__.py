@@ -1,0 +1,1 @@
+"""Benchmark computations behind the recipes in ``recipes/`` (one module per recipe)."""
