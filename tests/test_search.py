@@ -65,3 +65,17 @@ def test_strategies_propose_valid_deterministic_archs():
         assert runs[0] == runs[1]
     with pytest.raises(ValueError, match="tournament"):
         EvolutionSearch(population=2, tournament=3)
+
+
+def test_population_aggregate_rescores_every_row():
+    def mean_rank(rows):  # rank of each row's single component among all rows (higher component, higher rank)
+        values = [r["a"] for r in rows]
+        return [float(sorted(values).index(v)) for v in values]
+
+    board = Leaderboard(aggregate=mean_rank)
+    for arch, value in (("x", 3.0), ("y", 1.0), ("z", 2.0)):
+        board.add(Candidate(arch=arch, score=math.nan, params=1, flops=1, components={"a": value}))
+    assert [r.score for r in board.rows] == [2.0, 0.0, 1.0]
+    assert board.best().arch == "x"
+    header = board.to_csv().splitlines()[0]
+    assert header.endswith("pareto,proxy.a")

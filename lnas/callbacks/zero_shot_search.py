@@ -51,7 +51,7 @@ class ZeroShotSearch(L.Callback):
         self.proxy, self.num_candidates, self.seed = proxy, num_candidates, seed
         self.strategy = strategy or RandomSearch()
         self.inherit_weights, self.output_dir = inherit_weights, output_dir
-        self.leaderboard = Leaderboard(proxy.higher_is_better)
+        self.leaderboard = Leaderboard(proxy.higher_is_better, aggregate=getattr(proxy, "aggregate", None))
         self.generator = torch.Generator().manual_seed(seed)
         self.chosen: Arch | None = None
         self.constraints: list[HardwareLatency] = []
@@ -80,12 +80,18 @@ class ZeroShotSearch(L.Callback):
         inputs = _inputs_of(batch)
         model = pl_module.candidate(arch, inherit=self.inherit_weights, seed=self.seed)
         input_shape = tuple(inputs.shape[1:])
+        targets = batch[1] if self.proxy.needs_labels else None
+        components: dict[str, float] = {}
         try:
-            score = self.proxy.score(model, inputs, batch[1] if self.proxy.needs_labels else None)
+            if self.leaderboard.aggregate is not None:  # a population-level ensemble: keep each proxy, aggregate later
+                components, score = self.proxy.components(model, inputs, targets), math.nan
+            else:
+                score = self.proxy.score(model, inputs, targets)
         except (RuntimeError, ValueError, FloatingPointError) as error:
             rank_zero_info(f"proxy {type(self.proxy).__name__} failed on {key}: {error}")
             score = math.nan
-        row = Candidate(arch=key, score=score, params=count_params(model), flops=count_flops(model, input_shape), step=step)
+        row = Candidate(arch=key, score=score, params=count_params(model), flops=count_flops(model, input_shape), step=step,
+                        components=components)
         for constraint in self.constraints:
             result = constraint.evaluate(key, model, input_shape)
             row.latency_ms, row.latency_spread_ms = result.latency_ms, result.spread_ms
@@ -111,7 +117,7 @@ class ZeroShotSearch(L.Callback):
         if len(self.leaderboard):
             best = max(self.leaderboard.rows, key=self.leaderboard.objective)
             pl_module.log_dict({"search/scored": float(len(self.leaderboard)), "search/feasible": float(len(self.leaderboard.feasible())),
-                                "search/best_score": best.score}, rank_zero_only=True, batch_size=1)
+                                "search/best_score": best.score}, prog_bar=True, rank_zero_only=True, batch_size=1)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if hasattr(self, "_last_batch"):

@@ -6,7 +6,8 @@ import csv
 import io
 import math
 import warnings
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from lnas.io import atomic_write_text
@@ -29,6 +30,9 @@ class Candidate:
     feasible: bool = True
     reason: str = ""
     step: int = 0
+    components: dict[str, float] = field(default_factory=dict)
+
+Aggregator = Callable[[Sequence[Mapping[str, float]]], list[float]]
 
 
 def _objective(score: float, higher_is_better: bool) -> float:
@@ -51,10 +55,15 @@ def pareto_mask(points: list[tuple[float, float]]) -> list[bool]:
 
 
 class Leaderboard:
-    """Scored candidates in scoring order; selection and Pareto front under the proxy's direction."""
+    """Scored candidates in scoring order; selection and Pareto front under the proxy's direction.
 
-    def __init__(self, higher_is_better: bool = True) -> None:
+    With an ``aggregate`` function (a population-level ensemble such as rank aggregation), every row keeps its
+    per-proxy ``components`` and all scores are recomputed from the whole population whenever a row is added.
+    """
+
+    def __init__(self, higher_is_better: bool = True, aggregate: Aggregator | None = None) -> None:
         self.higher_is_better = higher_is_better
+        self.aggregate = aggregate
         self.rows: list[Candidate] = []
         self._keys: set[str] = set()
 
@@ -65,10 +74,15 @@ class Leaderboard:
         return arch in self._keys
 
     def add(self, candidate: Candidate) -> None:
-        if not math.isfinite(candidate.score):
-            warnings.warn(f"proxy score of arch {candidate.arch} is {candidate.score}; it ranks last", RuntimeWarning, stacklevel=2)
         self.rows.append(candidate)
         self._keys.add(candidate.arch)
+        if self.aggregate is not None:
+            for row, score in zip(self.rows, self.aggregate([r.components for r in self.rows]), strict=True):
+                row.score = score
+        bad = [f"{k}={v}" for k, v in candidate.components.items() if not math.isfinite(v)]
+        if bad or not math.isfinite(candidate.score):
+            detail = ", ".join(bad) if bad else f"score={candidate.score}"
+            warnings.warn(f"proxy score of arch {candidate.arch} is not finite ({detail}); it ranks last", RuntimeWarning, stacklevel=2)
 
     def objective(self, candidate: Candidate) -> float:
         return _objective(candidate.score, self.higher_is_better)
@@ -101,11 +115,13 @@ class Leaderboard:
     def to_csv(self) -> str:
         on_front = {row.arch for row in self.pareto()}
         buffer = io.StringIO()
-        columns = ["rank"] + [f.name for f in fields(Candidate)] + ["pareto"]
+        component_names = sorted({name for row in self.rows for name in row.components})
+        columns = ["rank"] + [f.name for f in fields(Candidate) if f.name != "components"] + ["pareto"] + [f"proxy.{n}" for n in component_names]
         writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         for rank, row in enumerate(self.ranked(), start=1):
-            writer.writerow({"rank": rank, **asdict(row), "pareto": row.arch in on_front})
+            record = {k: v for k, v in asdict(row).items() if k != "components"}
+            writer.writerow({"rank": rank, **record, "pareto": row.arch in on_front, **{f"proxy.{n}": v for n, v in row.components.items()}})
         return buffer.getvalue()
 
     def write_csv(self, path: str | Path) -> Path:
