@@ -28,8 +28,8 @@ def read_arch_yaml(path: str | Path) -> str:
     return str(record["arch"])
 
 
-def write_pareto_plot(leaderboard: Leaderboard, path: str | Path, proxy_name: str, chosen: str | None = None) -> Path | None:
-    """Scatter of proxy score vs latency: feasible, infeasible, the Pareto front and the chosen arch. None if no latency."""
+def write_pareto_plot(leaderboard: Leaderboard, path: str | Path, proxy_name: str, target_latency_ms: float | None = None) -> Path | None:
+    """Scatter of proxy score vs latency: feasible, rejected, the Pareto front, the target and the chosen arch. None if no latency."""
     rows = [r for r in leaderboard.rows if math.isfinite(r.latency_ms) and math.isfinite(r.score)]
     if not rows:
         return None
@@ -46,6 +46,8 @@ def write_pareto_plot(leaderboard: Leaderboard, path: str | Path, proxy_name: st
     front = sorted((r for r in leaderboard.pareto() if r in rows), key=lambda r: r.latency_ms)
     if front:
         ax.plot([r.latency_ms for r in front], [r.score for r in front], "-o", c="tab:orange", ms=4, label="Pareto front")
+    if target_latency_ms is not None:
+        ax.axvline(target_latency_ms, ls="--", c="tab:red", lw=1, label=f"target {target_latency_ms} ms")
     try:
         best = leaderboard.best()
         if math.isfinite(best.latency_ms):

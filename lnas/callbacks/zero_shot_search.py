@@ -127,7 +127,8 @@ class ZeroShotSearch(L.Callback):
         if trainer.is_global_zero:
             out = Path(self.output_dir or trainer.default_root_dir)
             self.leaderboard.write_csv(out / "leaderboard.csv")
-            write_pareto_plot(self.leaderboard, out / "pareto.png", proxy_name=self.proxy.name)
+            targets = [c.target_latency_ms for c in self.constraints if c.target_latency_ms is not None]
+            write_pareto_plot(self.leaderboard, out / "pareto.png", proxy_name=self.proxy.name, target_latency_ms=min(targets, default=None))
             try:
                 best = self.leaderboard.best()
                 chosen = pl_module.space.decode(best.arch)
