@@ -113,7 +113,8 @@ def test_regular_install_ships_the_configs(tmp_path):
     assert install.returncode == 0, install.stderr[-2000:]
     assert (site / "lnas" / "conf" / "experiment" / "detection.yaml").exists()
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(site))
-    result = subprocess.run([sys.executable, "-m", "lnas.train", "+experiment=detection", "+debug=fast", "search.num_candidates=2",
-                             "final_epochs=1", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    overrides = ["+experiment=detection", "+debug=fast", "search.num_candidates=2", f"hydra.run.dir={tmp_path / 'run'}"]
+    command = [sys.executable, "-m", "lnas.train", *overrides]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "run" / "report.md").exists()
