@@ -1,6 +1,10 @@
 """The search callbacks inside a plain Lightning Trainer: the README example, shrunk, and an exact resume."""
 
 import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -70,3 +74,15 @@ def test_resumed_search_continues_exactly(tmp_path):
     assert resumed[: len(first_half)] == first_half
     assert resumed == [r.arch for r in search.leaderboard.rows]
     assert set(first_half) <= set(latency_b.cache)  # measured latencies were restored, not re-measured
+
+
+def test_search_under_two_process_ddp_agrees_on_every_rank(tmp_path):
+    script = Path(__file__).with_name("ddp_search.py")
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    result = subprocess.run([sys.executable, str(script), str(tmp_path)], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = sorted(line for line in result.stdout.splitlines() if line.startswith("rank "))
+    assert [line.split()[1] for line in lines] == ["0", "1"]
+    assert lines[0].split()[3] == lines[1].split()[3]  # both ranks received the same arch
+    assert lines[0].endswith("scored 4") and lines[1].endswith("scored 0")  # scored on rank 0 only
+    assert (tmp_path / "arch.yaml").exists() and len(list(csv.DictReader((tmp_path / "leaderboard.csv").open()))) == 4
