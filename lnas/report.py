@@ -73,6 +73,8 @@ def _fmt(value: float, unit: str = "", digits: int = 3) -> str:
 def render_report(summary: dict) -> str:
     """``report.md`` text from the run summary produced by :func:`lnas.train.train`."""
     chosen, baseline = summary["chosen"], summary.get("baseline")
+    trained = baseline is not None and math.isfinite(baseline.get("test_map", math.nan))
+    baseline_note = "" if trained else "; its test mAP is n/a unless the run sets `baseline.train=true`"
     lines = [
         "# lnas run report",
         "",
@@ -96,6 +98,8 @@ def render_report(summary: dict) -> str:
         "",
         f"Latency: ONNX Runtime, median of block medians ± (max - min of block medians); {summary['latency_protocol']}.",
         f"ONNX export checked against PyTorch: max abs difference {summary['onnx_max_abs_diff']:.2e}.",
+        "",
+        f"The baseline is the space's default arch{baseline_note}.",
         "",
         "Files: `arch.yaml`, `leaderboard.csv`, `pareto.png`, `model.onnx`, `report.md`.",
         "",

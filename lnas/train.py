@@ -22,7 +22,9 @@ from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
 from lnas.callbacks import HardwareLatency, ZeroShotSearch
-from lnas.hardware import check_onnx_matches, count_flops, count_params, export_onnx, hardware_fingerprint
+from lnas.hardware.cost import count_flops, count_params
+from lnas.hardware.export import check_onnx_matches, export_onnx
+from lnas.hardware.ort import OrtLatencyEstimator, hardware_fingerprint
 from lnas.io import atomic_write_text
 from lnas.report import read_arch_yaml, write_report
 from lnas.search.leaderboard import NoFeasibleCandidateError
@@ -44,10 +46,38 @@ def _given_arch(cfg: DictConfig, space) -> Arch:
     return space.decode(text)
 
 
-def _costs(model: torch.nn.Module, input_shape: tuple[int, ...], hardware: HardwareLatency, onnx_path: Path | None = None) -> dict:
-    result = (hardware.estimator.measure_onnx(onnx_path, input_shape) if onnx_path else hardware.estimator.measure(model, input_shape))
-    return {"params": count_params(model), "flops": count_flops(model, input_shape),
-            "latency_ms": result.median_ms, "latency_spread_ms": result.spread_ms}
+def _latency(hardware: HardwareLatency, key: str, model: torch.nn.Module, input_shape: tuple[int, ...], onnx_path: Path | None) -> dict:
+    """Latency of a model: its exported file measured again when the estimator runs ONNX files, else the estimator's value."""
+    estimator = hardware.estimator
+    if onnx_path is not None and hasattr(estimator, "measure_onnx"):
+        result = estimator.measure_onnx(onnx_path, input_shape)
+        return {"latency_ms": result.median_ms, "latency_spread_ms": result.spread_ms}
+    result = hardware.evaluate(key, model, input_shape)
+    return {"latency_ms": result.latency_ms, "latency_spread_ms": result.spread_ms}
+
+
+def _describe(hardware: HardwareLatency, input_shape: tuple[int, ...]) -> tuple[str, str]:
+    """(where latency was measured, how) for the report."""
+    estimator = hardware.estimator
+    if isinstance(estimator, OrtLatencyEstimator):
+        return (f"{hardware_fingerprint()}, {estimator.provider}, {estimator.intra_op_threads} thread(s), batch {estimator.batch_size}, "
+                f"input {list(input_shape)}", f"{estimator.warmup} warm-up runs, {estimator.repeats} blocks of {estimator.runs} runs")
+    return type(estimator).__name__, getattr(estimator, "description", "see the hardware config")
+
+
+def _train_and_test(cfg: DictConfig, out: Path, phase: str, model: torch.nn.Module, datamodule: L.LightningDataModule) -> tuple:
+    """Train ``model`` with the task's final module for ``final_epochs``; return the module and its test metrics."""
+    module = instantiate(cfg.task.final)(model=model)
+    trainer = _trainer(cfg, out, phase, cfg.final_epochs, [])
+    trainer.fit(module, datamodule=datamodule)
+    metrics = {k: float(v) for k, v in trainer.test(module, datamodule=datamodule, verbose=False)[0].items()}
+    return module, metrics
+
+
+def _entry(arch: str, model: torch.nn.Module, input_shape: tuple[int, ...], latency: dict, metrics: dict | None) -> dict:
+    metrics = metrics or {}
+    return {"arch": arch, "params": count_params(model), "flops": count_flops(model, input_shape), **latency,
+            "test_map": metrics.get("test/map", math.nan), "test_map_50": metrics.get("test/map_50", math.nan)}
 
 
 def train(cfg: DictConfig) -> dict:
@@ -72,19 +102,22 @@ def train(cfg: DictConfig) -> dict:
         arch = search.chosen
         model = warmup.candidate(arch, inherit=True)
 
-    final = instantiate(cfg.task.final)(model=model)
-    trainer = _trainer(cfg, out, "final", cfg.final_epochs, [])
-    trainer.fit(final, datamodule=datamodule)
-    test_metrics = {k: float(v) for k, v in trainer.test(final, datamodule=datamodule, verbose=False)[0].items()}
-
+    final, test_metrics = _train_and_test(cfg, out, "final", model, datamodule)
     onnx_path = export_onnx(final.model, input_shape, out / "model.onnx")
     images, _ = next(iter(datamodule.test_dataloader()))
     onnx_diff = check_onnx_matches(final.model, onnx_path, images[:2])
-    chosen = {"arch": space.encode(arch), **_costs(final.model, input_shape, hardware, onnx_path),
-              "test_map": test_metrics.get("test/map", math.nan), "test_map_50": test_metrics.get("test/map_50", math.nan)}
-    baseline_arch = space.default()
-    baseline = {"arch": space.encode(baseline_arch), **_costs(warmup.candidate(baseline_arch, inherit=False), input_shape, hardware)}
-    estimator = hardware.estimator
+    key = space.encode(arch)
+    chosen = _entry(key, final.model, input_shape, _latency(hardware, key, final.model, input_shape, onnx_path), test_metrics)
+
+    baseline_key = space.encode(space.default())
+    baseline_model = warmup.candidate(space.default(), inherit=not cfg.arch)
+    baseline_metrics = None
+    if cfg.baseline.train:
+        baseline_module, baseline_metrics = _train_and_test(cfg, out, "baseline", baseline_model, datamodule)
+        baseline_model = baseline_module.model
+    baseline = _entry(baseline_key, baseline_model, input_shape, _latency(hardware, baseline_key, baseline_model, input_shape, None),
+                      baseline_metrics)
+    where, how = _describe(hardware, input_shape)
     summary = {
         "experiment": cfg.experiment,
         "chosen": chosen,
@@ -93,9 +126,8 @@ def train(cfg: DictConfig) -> dict:
         "candidates_feasible": len(search.leaderboard.feasible()) if search else 0,
         "proxy": proxy.name,
         "target_latency_ms": hardware.target_latency_ms,
-        "hardware": f"{hardware_fingerprint()}, {estimator.provider}, {estimator.intra_op_threads} thread(s), batch {estimator.batch_size}, "
-                    f"input {list(input_shape)}",
-        "latency_protocol": f"{estimator.warmup} warm-up runs, {estimator.repeats} blocks of {estimator.runs} runs",
+        "hardware": where,
+        "latency_protocol": how,
         "onnx_max_abs_diff": onnx_diff,
         "test_metrics": test_metrics,
     }

@@ -59,10 +59,13 @@ def test_exported_onnx_matches_the_trained_pytorch_model(fast_run):
 
 def test_rerun_final_phase_from_arch_yaml(fast_detection, tmp_path, fast_run):
     _, out, summary = fast_run
-    cfg = fast_detection(f"arch={out / 'arch.yaml'}", f"output_dir={tmp_path / 'rerun'}")
+    cfg = fast_detection(f"arch={out / 'arch.yaml'}", f"output_dir={tmp_path / 'rerun'}", "baseline.train=true")
     rerun = train(cfg)
     assert rerun["chosen"]["arch"] == summary["chosen"]["arch"] and rerun["candidates_scored"] == 0
     assert (tmp_path / "rerun" / "model.onnx").exists()
+    assert 0.0 <= rerun["baseline"]["test_map"] <= 1.0 and (tmp_path / "rerun" / "baseline" / "metrics.csv").exists()
+    assert "n/a unless" not in (tmp_path / "rerun" / "report.md").read_text()
+    assert "n/a unless" in (out / "report.md").read_text()
 
 
 def test_unreachable_latency_target_fails_with_the_lowest_latency_and_no_results(fast_detection, tmp_path):
