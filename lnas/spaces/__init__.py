@@ -2,6 +2,10 @@
 
 from lnas.spaces.arch import Arch, InvalidArchError
 from lnas.spaces.base import FeatureInfo, SearchSpace
-from lnas.spaces.mbconv import MBConvNet, MBConvSpace, MBConvSupernet
+from lnas.spaces.recalibrate import recalibrate_batchnorm
+from lnas.spaces.repvgg import RepVGGBlock, reparameterize
+from lnas.spaces.staged import MBConvSpace, StagedNet, StagedSpace, StagedSupernet
+from lnas.spaces.timm_spaces import timm_space
 
-__all__ = ["Arch", "FeatureInfo", "InvalidArchError", "MBConvNet", "MBConvSpace", "MBConvSupernet", "SearchSpace"]
+__all__ = ["Arch", "FeatureInfo", "InvalidArchError", "MBConvSpace", "RepVGGBlock", "SearchSpace", "StagedNet", "StagedSpace",
+           "StagedSupernet", "recalibrate_batchnorm", "reparameterize", "timm_space"]

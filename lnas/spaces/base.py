@@ -51,8 +51,8 @@ class SearchSpace(ABC):
         """Inverse of :meth:`encode`."""
 
     @abstractmethod
-    def feature_info(self, arch: Arch) -> list[FeatureInfo]:
-        """Channels and stride of each output level of ``arch``."""
+    def feature_info(self, arch: Arch | None = None) -> list[FeatureInfo]:
+        """Channels and stride of each output level of ``arch``; without one, of the supernet (its widest channels)."""
 
     @abstractmethod
     def build(self, arch: Arch) -> nn.Module:

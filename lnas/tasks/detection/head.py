@@ -6,25 +6,31 @@ decoding and NMS (``torchvision.ops.batched_nms``) happen in :func:`postprocess`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import batched_nms
 
 from lnas.spaces.base import FeatureInfo
-from lnas.spaces.layers import conv_bn_relu
+from lnas.spaces.blocks import conv_bn_act
 
 
 class FCOSHead(nn.Module):
-    """Per level: 1x1 lateral to ``width`` channels; shared depthwise-separable tower; class, box and centerness outputs."""
+    """Per level: 1x1 lateral to ``width`` channels; shared depthwise-separable tower; class, box and centerness outputs.
+
+    Built for the supernet's (largest) feature channels, a lateral fed fewer channels uses the first input channels of
+    its weights (Once-for-All slicing, as the elastic backbone does); :meth:`narrowed` gives the static head of one arch.
+    """
 
     def __init__(self, feature_info: Sequence[FeatureInfo], num_classes: int, width: int = 64, tower_depth: int = 2) -> None:
         super().__init__()
         self.strides = [info.reduction for info in feature_info]
-        self.lateral = nn.ModuleList(conv_bn_relu(info.num_chs, width, 1) for info in feature_info)
+        self.lateral = nn.ModuleList(conv_bn_act(info.num_chs, width, 1) for info in feature_info)
         self.tower = nn.Sequential(
-            *(nn.Sequential(conv_bn_relu(width, width, 3, groups=width), conv_bn_relu(width, width, 1)) for _ in range(tower_depth))
+            *(nn.Sequential(conv_bn_act(width, width, 3, groups=width), conv_bn_act(width, width, 1)) for _ in range(tower_depth))
         )
         self.cls_out = nn.Conv2d(width, num_classes, 3, padding=1)
         self.box_out = nn.Conv2d(width, 4, 3, padding=1)
@@ -36,26 +42,76 @@ class FCOSHead(nn.Module):
         """Class logits (B, N, C), box distances ltrb in pixels (B, N, 4), centerness logits (B, N); N over all levels."""
         cls, box, ctr = [], [], []
         for feature, lateral, stride in zip(features, self.lateral, self.strides, strict=True):
-            x = self.tower(lateral(feature))
+            x = self.tower(_lateral(lateral, feature))
             cls.append(self.cls_out(x).flatten(2).transpose(1, 2))
             box.append((self.box_out(x).clamp(max=8.0).exp() * stride).flatten(2).transpose(1, 2))
             ctr.append(self.ctr_out(x).flatten(1))
         return torch.cat(cls, 1), torch.cat(box, 1), torch.cat(ctr, 1)
 
+    def narrowed(self, feature_info: Sequence[FeatureInfo]) -> FCOSHead:
+        """A copy whose laterals take exactly ``feature_info``'s channels (the first input channels of these weights)."""
+        head = copy.deepcopy(self)
+        for lateral, info in zip(head.lateral, feature_info, strict=True):
+            conv = lateral[0]
+            if conv.in_channels != info.num_chs:
+                narrow = nn.Conv2d(info.num_chs, conv.out_channels, 1, bias=False).to(conv.weight.device)
+                narrow.weight.data.copy_(conv.weight.data[:, : info.num_chs])
+                lateral[0] = narrow
+        return head
+
+
+def _lateral(lateral: nn.Sequential, feature: torch.Tensor) -> torch.Tensor:
+    """``lateral(feature)``, slicing the conv's input channels when the feature is narrower (an elastic-width supernet)."""
+    conv = lateral[0]
+    if feature.shape[1] == conv.in_channels:
+        return lateral(feature)
+    return lateral[2](lateral[1](F.conv2d(feature, conv.weight[:, : feature.shape[1]])))
+
 
 class Detector(nn.Module):
-    """Backbone (returning a list of features) + :class:`FCOSHead`; a plain module that exports to ONNX."""
+    """Backbone (returning a list of features) + :class:`FCOSHead`; a plain module that exports to ONNX.
 
-    def __init__(self, backbone: nn.Module, head: FCOSHead) -> None:
+    With a ``resolution`` (an arch's input-resolution choice), images are resized to ``resolution`` x ``resolution``
+    inside the network and the predicted box distances scaled back, so inputs and outputs stay in the image's pixels:
+    the exported model, its measured latency and its training all run the network at the chosen resolution.
+    """
+
+    def __init__(self, backbone: nn.Module, head: FCOSHead, resolution: int | None = None) -> None:
         super().__init__()
-        self.backbone, self.head = backbone, head
+        self.backbone, self.head, self.resolution = backbone, head, resolution
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.head(self.backbone(images))
+        return at_resolution(images, self.resolution, lambda x: self.head(self.backbone(x)))
+
+    def points(self, image_size: tuple[int, int], device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Anchor points (and their strides) of this detector's outputs, in the pixels of an ``image_size`` input."""
+        return anchor_points(image_size, self.head.strides, device, self.resolution)
 
 
-def anchor_points(image_size: tuple[int, int], strides: Sequence[int], device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Centres (N, 2) of every output location, in pixels, and the stride (N,) of the level each belongs to."""
+Outputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def at_resolution(images: torch.Tensor, resolution: int | None, network: Callable[[torch.Tensor], Outputs]) -> Outputs:
+    """``network`` run on ``images`` resized (bilinear) to ``resolution``, box distances scaled back to the image's pixels."""
+    height, width = images.shape[-2:]
+    if resolution is None or (height, width) == (resolution, resolution):
+        return network(images)
+    cls, box, ctr = network(F.interpolate(images, size=(resolution, resolution), mode="bilinear", align_corners=False))
+    scale = torch.tensor([width / resolution, height / resolution] * 2, dtype=box.dtype, device=box.device)
+    return cls, box * scale, ctr
+
+
+def anchor_points(image_size: tuple[int, int], strides: Sequence[int], device: torch.device | None = None,
+                  resolution: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centres (N, 2) of every output location, in pixels, and the stride (N,) of the level each belongs to.
+
+    With a ``resolution`` (the network runs on the image resized to it, see :class:`Detector`), the locations are
+    those of the resized image, mapped back to the image's pixels (square images: one scale for both axes).
+    """
+    if resolution is not None and tuple(image_size) != (resolution, resolution):
+        points, point_strides = anchor_points((resolution, resolution), strides, device)
+        scale = torch.tensor([image_size[1] / resolution, image_size[0] / resolution], device=device)
+        return points * scale, point_strides * scale.max()
     points, point_strides = [], []
     for stride in strides:
         h, w = -(-image_size[0] // stride), -(-image_size[1] // stride)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import lightning as L
 import torch
@@ -12,8 +11,9 @@ from torch import nn
 from torchmetrics.detection import MeanAveragePrecision
 
 from lnas.spaces.arch import Arch
-from lnas.spaces.mbconv import MBConvSpace
-from lnas.tasks.detection.head import Detector, FCOSHead, anchor_points, postprocess
+from lnas.spaces.base import FeatureInfo
+from lnas.spaces.staged import StagedSpace
+from lnas.tasks.detection.head import Detector, FCOSHead, anchor_points, at_resolution, postprocess
 from lnas.tasks.detection.loss import fcos_loss
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -36,12 +36,9 @@ class DetectionSteps(L.LightningModule):
         self.val_map = MeanAveragePrecision(box_format="xyxy", backend="pycocotools")
         self.test_map = MeanAveragePrecision(box_format="xyxy", backend="pycocotools")
 
-    @property
-    def strides(self) -> list[int]:
-        raise NotImplementedError
-
     def _points(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return anchor_points(tuple(images.shape[-2:]), self.strides, images.device)
+        """Anchor points and their strides of the outputs for ``images``, in the images' pixels."""
+        raise NotImplementedError
 
     def training_step(self, batch, batch_index: int) -> torch.Tensor:
         images, targets = batch
@@ -86,9 +83,8 @@ class DetectionModule(DetectionSteps):
         super().__init__(optimizer)
         self.model = model
 
-    @property
-    def strides(self) -> list[int]:
-        return self.model.head.strides
+    def _points(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.points(tuple(images.shape[-2:]), images.device)
 
     def forward(self, images: torch.Tensor):
         return self.model(images)
@@ -100,25 +96,31 @@ class DetectionSupernetModule(DetectionSteps):
     The arch of step ``t`` is drawn from a generator seeded with ``(seed, t)``, so every DDP rank trains the same
     arch and a resumed run continues the same sequence. Validation uses the space's ``default()`` arch.
     Implements the protocol the search callbacks need: ``space`` and ``candidate(arch, inherit)``.
+    The head is sized for the widest backbone and slices its inputs for narrower archs (:class:`FCOSHead`); an arch's
+    ``resolution``, when the space has one, is the size the network runs at (:class:`Detector`).
     """
 
-    def __init__(self, space: MBConvSpace, num_classes: int, head_width: int = 64, head_depth: int = 2,
+    def __init__(self, space: StagedSpace, num_classes: int, head_width: int = 64, head_depth: int = 2,
                  optimizer: OptimizerFactory | None = None, seed: int = 0) -> None:
         super().__init__(optimizer)
         self.space, self.num_classes, self.seed = space, num_classes, seed
         self.head_width, self.head_depth = head_width, head_depth
         self.supernet = space.supernet()
-        self.head = self._new_head()
+        self.head = self._new_head(space.feature_info())
 
-    def _new_head(self) -> FCOSHead:
-        return FCOSHead(self.space.feature_info(), self.num_classes, self.head_width, self.head_depth)
+    def _new_head(self, feature_info: Sequence[FeatureInfo]) -> FCOSHead:
+        return FCOSHead(feature_info, self.num_classes, self.head_width, self.head_depth)
 
     @property
-    def strides(self) -> list[int]:
-        return self.head.strides
+    def resolution(self) -> int | None:
+        """The active arch's input resolution (None: the space has no resolution choice; images are used as they are)."""
+        return self.supernet.arch.get("resolution")
+
+    def _points(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return anchor_points(tuple(images.shape[-2:]), self.head.strides, images.device, self.resolution)
 
     def forward(self, images: torch.Tensor):
-        return self.head(self.supernet(images))
+        return at_resolution(images, self.resolution, lambda x: self.head(self.supernet(x)))
 
     def on_train_batch_start(self, batch, batch_index: int) -> None:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.global_step)
@@ -130,11 +132,11 @@ class DetectionSupernetModule(DetectionSteps):
     def candidate(self, arch: Arch, inherit: bool = True, seed: int = 0) -> Detector:
         """A plain detector for ``arch``: supernet weights copied in (``inherit``) or freshly initialised from ``seed``."""
         if inherit:
-            model = Detector(self.supernet.extract(arch), copy.deepcopy(self.head))
+            model = Detector(self.supernet.extract(arch), self.head.narrowed(self.space.feature_info(arch)), arch.get("resolution"))
         else:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                model = Detector(self.space.build(arch), self._new_head())
+                model = Detector(self.space.build(arch), self._new_head(self.space.feature_info(arch)), arch.get("resolution"))
         return model.to(self.device)
 
 
