@@ -1,4 +1,6 @@
+import importlib.util
 import math
+import os
 
 import pytest
 import torch
@@ -71,3 +73,33 @@ def test_target_latency_rejects_slow_candidates_and_validates_input():
 def test_flops_of_a_convolution():
     # 2 FLOPs per MAC: out 4x6x6 positions, each 3*3*3 MACs
     assert count_flops(nn.Conv2d(3, 4, 3, bias=False), (3, 8, 8)) == 2 * 4 * 6 * 6 * 27
+
+
+def test_exporters_legacy_by_default_dynamo_on_request(tmp_path):
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5)).eval()
+    legacy = export_onnx(model, (3, 16, 16), tmp_path / "legacy.onnx")
+    assert check_onnx_matches(model, legacy, torch.randn(3, 3, 16, 16)) < 1e-4
+    with pytest.raises(ValueError, match="legacy"):
+        export_onnx(model, (3, 16, 16), tmp_path / "x.onnx", exporter="torchscript")
+    if importlib.util.find_spec("onnxscript") is None:  # the dynamo exporter needs onnxscript, not a dependency of lnas
+        with pytest.raises(ImportError, match="onnxscript"):
+            export_onnx(model, (3, 16, 16), tmp_path / "dynamo.onnx", exporter="dynamo")
+    else:
+        dynamo = export_onnx(model, (3, 16, 16), tmp_path / "dynamo.onnx", exporter="dynamo")
+        assert check_onnx_matches(model, dynamo, torch.randn(3, 3, 16, 16)) < 1e-4
+    assert sorted(p.name for p in tmp_path.iterdir()) in (["legacy.onnx"], ["dynamo.onnx", "legacy.onnx"])  # single files
+
+
+def test_interleaved_measurement_of_several_models_keeps_their_order(tmp_path):
+    small = export_onnx(nn.Conv2d(3, 4, 1), (3, 64, 64), tmp_path / "small.onnx")
+    large = export_onnx(nn.Sequential(*(nn.Conv2d(64 if i else 3, 64, 3, padding=1) for i in range(6))), (3, 64, 64), tmp_path / "large.onnx")
+    estimator = OrtLatencyEstimator(**QUICK, statistic="min", pin_cpu=sorted(os.sched_getaffinity(0))[-1])
+    affinity = os.sched_getaffinity(0)
+    result_small, result_large, again_small = estimator.measure_onnx_many([small, large, small], [(3, 64, 64)] * 3)
+    assert os.sched_getaffinity(0) == affinity  # pinning is undone
+    assert result_large.median_ms > 5 * max(result_small.median_ms, again_small.median_ms)
+    assert result_large.median_ms == min(result_large.block_medians_ms) and len(result_large.block_medians_ms) == QUICK["repeats"]
+    with pytest.raises(ValueError, match="allowed cores"):
+        OrtLatencyEstimator(**QUICK, pin_cpu=10**6).measure_onnx(small, (3, 64, 64))
+    with pytest.raises(ValueError, match="median"):
+        OrtLatencyEstimator(statistic="mean")
