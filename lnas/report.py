@@ -96,7 +96,7 @@ def render_report(summary: dict) -> str:
             )
     lines += [
         "",
-        f"Latency: ONNX Runtime, median of block medians ± (max - min of block medians); {summary['latency_protocol']}.",
+        "Latency: median ± spread as reported by the hardware estimator above (measured models: spread of the block medians).",
         f"ONNX export checked against PyTorch: max abs difference {summary['onnx_max_abs_diff']:.2e}.",
         "",
         f"The baseline is the space's default arch{baseline_note}.",

@@ -78,7 +78,7 @@ def run_recipe(cfg: DictConfig, out_dir: Path) -> int:
     """Run one recipe config; write ``results.json``; print the table; return the exit status (0 = all expected values met)."""
     from hydra.utils import call
 
-    results = call(cfg.run, cfg=cfg, out_dir=out_dir)
+    results = call(cfg.run, cfg=cfg, out_dir=out_dir, _recursive_=False)
     expected = OmegaConf.to_container(cfg.get("expected", {}), resolve=True)
     checks = check_expected(results, expected)
     record = {"recipe": cfg.get("name"), "results": results,

@@ -24,7 +24,6 @@ from omegaconf import DictConfig, OmegaConf
 from lnas.callbacks import HardwareLatency, ZeroShotSearch
 from lnas.hardware.cost import count_flops, count_params
 from lnas.hardware.export import check_onnx_matches, export_onnx
-from lnas.hardware.ort import OrtLatencyEstimator, hardware_fingerprint
 from lnas.io import atomic_write_text
 from lnas.report import read_arch_yaml, write_report
 from lnas.search.leaderboard import NoFeasibleCandidateError
@@ -51,18 +50,9 @@ def _latency(hardware: HardwareLatency, key: str, model: torch.nn.Module, input_
     estimator = hardware.estimator
     if onnx_path is not None and hasattr(estimator, "measure_onnx"):
         result = estimator.measure_onnx(onnx_path, input_shape)
-        return {"latency_ms": result.median_ms, "latency_spread_ms": result.spread_ms}
-    result = hardware.evaluate(key, model, input_shape)
-    return {"latency_ms": result.latency_ms, "latency_spread_ms": result.spread_ms}
-
-
-def _describe(hardware: HardwareLatency, input_shape: tuple[int, ...]) -> tuple[str, str]:
-    """(where latency was measured, how) for the report."""
-    estimator = hardware.estimator
-    if isinstance(estimator, OrtLatencyEstimator):
-        return (f"{hardware_fingerprint()}, {estimator.provider}, {estimator.intra_op_threads} thread(s), batch {estimator.batch_size}, "
-                f"input {list(input_shape)}", f"{estimator.warmup} warm-up runs, {estimator.repeats} blocks of {estimator.runs} runs")
-    return type(estimator).__name__, getattr(estimator, "description", "see the hardware config")
+    else:
+        result = estimator.estimate(key, model, input_shape)
+    return {"latency_ms": result.median_ms, "latency_spread_ms": result.spread_ms}
 
 
 def _train_and_test(cfg: DictConfig, out: Path, phase: str, model: torch.nn.Module, datamodule: L.LightningDataModule) -> tuple:
@@ -117,7 +107,6 @@ def train(cfg: DictConfig) -> dict:
         baseline_model = baseline_module.model
     baseline = _entry(baseline_key, baseline_model, input_shape, _latency(hardware, baseline_key, baseline_model, input_shape, None),
                       baseline_metrics)
-    where, how = _describe(hardware, input_shape)
     summary = {
         "experiment": cfg.experiment,
         "chosen": chosen,
@@ -126,8 +115,7 @@ def train(cfg: DictConfig) -> dict:
         "candidates_feasible": len(search.leaderboard.feasible()) if search else 0,
         "proxy": proxy.name,
         "target_latency_ms": hardware.target_latency_ms,
-        "hardware": where,
-        "latency_protocol": how,
+        "hardware": f"{hardware.estimator.describe()}; input {list(input_shape)}",
         "onnx_max_abs_diff": onnx_diff,
         "test_metrics": test_metrics,
     }

@@ -1,8 +1,9 @@
 from pathlib import Path
 
 import lnas.conf
+import onnxruntime
 import pytest
-from hydra.errors import MissingConfigException
+from hydra.errors import InstantiationException, MissingConfigException
 from hydra.utils import instantiate
 
 EXPERIMENTS = sorted(p.stem for p in (Path(lnas.conf.__file__).parent / "experiment").glob("*.yaml"))
@@ -35,6 +36,11 @@ def test_every_config_group_option_instantiates(compose_cfg, tmp_path):
     for group in ("data", "space", "predictor", "hardware", "search"):
         for option in sorted(p.stem for p in (root / group).glob("*.yaml")):
             cfg = compose_cfg(f"{group}={option}", f"output_dir={tmp_path}")
+            provider = cfg[group].get("estimator", {}).get("provider") if group == "hardware" else None
+            if provider and provider not in onnxruntime.get_available_providers():  # e.g. ort_cuda on a CPU-only machine
+                with pytest.raises(InstantiationException, match="available providers"):
+                    instantiate(cfg[group])
+                continue
             node = instantiate(cfg[group], proxy=instantiate(cfg.predictor)) if group == "search" else instantiate(cfg[group])
             assert node is not None
 
