@@ -113,7 +113,7 @@ def train(cfg: DictConfig) -> dict:
         "baseline": baseline,
         "candidates_scored": len(search.leaderboard) if search else 0,
         "candidates_feasible": len(search.leaderboard.feasible()) if search else 0,
-        "proxy": proxy.name,
+        "proxy": proxy.name + (f" ({', '.join(proxy.used)})" if hasattr(proxy, "used") else ""),
         "target_latency_ms": hardware.target_latency_ms,
         "hardware": f"{hardware.estimator.describe()}; input {list(input_shape)}",
         "onnx_max_abs_diff": onnx_diff,

@@ -41,7 +41,8 @@ def test_fast_run_writes_all_result_files(fast_run):
     chosen = yaml.safe_load((out / "arch.yaml").read_text())
     assert chosen["arch"] == rows[0]["arch"] == summary["chosen"]["arch"]
     report = (out / "report.md").read_text()
-    for text in (chosen["arch"], "test mAP", "candidates scored: 6", "latency"):
+    assert {"proxy.synflow", "proxy.flops"} <= set(rows[0])  # the default ensemble keeps each member's score
+    for text in (chosen["arch"], "test mAP", "candidates scored: 6", "latency", "ensemble (flops, synflow"):
         assert text in report
     assert 0.0 <= summary["chosen"]["test_map"] <= 1.0
 

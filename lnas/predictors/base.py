@@ -1,13 +1,24 @@
-"""The zero-shot proxy interface (torchmetrics style: class attributes other code reads, math in plain functions)."""
+"""The zero-shot proxy interface (torchmetrics style: class attributes other code reads, math in plain functions).
+
+Proxies that can share forward/backward passes name a *shared pass* (:meth:`Proxy.shared_pass`): a function that
+computes several proxies of one model at once. :func:`score_proxies` groups proxies by it, so an ensemble runs
+each pass once.
+"""
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import ClassVar
 
 import torch
 from torch import nn
+
+Inputs = torch.Tensor | Sequence[int]
+"""A batch of inputs, or (for data-free proxies) only its shape ``(N, C, H, W)``."""
+
+SharedPass = Callable[[Sequence["Proxy"], nn.Module, torch.Tensor, "torch.Tensor | None"], dict[str, float]]
 
 
 def flatten_outputs(output: torch.Tensor | Sequence) -> list[torch.Tensor]:
@@ -17,11 +28,64 @@ def flatten_outputs(output: torch.Tensor | Sequence) -> list[torch.Tensor]:
     return [t for item in output for t in flatten_outputs(item)]
 
 
+def input_shape(inputs: Inputs) -> tuple[int, ...]:
+    """The batch shape ``(N, ...)`` of ``inputs`` (a tensor or a shape)."""
+    return tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else tuple(int(d) for d in inputs)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Device of the model's first parameter (CPU for a model without parameters)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+def require_tensor(inputs: Inputs, proxy: str) -> torch.Tensor:
+    """``inputs`` as a tensor; data-dependent proxies cannot work from a shape alone."""
+    if not isinstance(inputs, torch.Tensor):
+        raise TypeError(f"proxy {proxy!r} needs a batch of real inputs (a tensor), got the shape {tuple(inputs)}")
+    return inputs
+
+
+def require_targets(targets: object | None, inputs: torch.Tensor, proxy: str) -> torch.Tensor:
+    """Class-index targets matching ``inputs`` (proxies with ``needs_labels``)."""
+    if not isinstance(targets, torch.Tensor) or targets.dtype not in (torch.int64, torch.int32) or targets.shape != inputs.shape[:1]:
+        got = f"a {targets.dtype} tensor of shape {tuple(targets.shape)}" if isinstance(targets, torch.Tensor) else type(targets).__name__
+        raise TypeError(f"proxy {proxy!r} needs class-index targets (an int64 tensor of shape ({inputs.shape[0]},)); got {got}")
+    return targets.long()
+
+
+def logits_of(output: object, proxy: str) -> torch.Tensor:
+    """The logits of a classification model; a clear error for other outputs (e.g. detection tuples)."""
+    if isinstance(output, torch.Tensor) and output.dim() == 2:
+        return output
+    shapes = [tuple(t.shape) for t in flatten_outputs(output)] if isinstance(output, torch.Tensor | list | tuple) else type(output).__name__
+    raise TypeError(f"proxy {proxy!r} needs a classification model returning logits of shape (N, classes); this model returns {shapes}")
+
+
+def weight_layers(model: nn.Module) -> list[nn.Conv2d | nn.Linear]:
+    """The Conv2d and Linear layers, in module order (the layers the zero-cost proxies score)."""
+    return [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+
+
+def scoring_copy(model: nn.Module) -> nn.Module:
+    """A deep copy in training mode with fresh gradients, so that scoring never touches ``model``."""
+    net = copy.deepcopy(model).train()
+    for parameter in net.parameters():
+        parameter.grad = None
+        parameter.requires_grad_(True)
+    return net
+
+
+def first(inputs: torch.Tensor, count: int) -> torch.Tensor:
+    """The first ``count`` samples (all of them when the batch is smaller)."""
+    return inputs[:count]
+
+
 class Proxy(ABC):
     """A training-free score of a network's accuracy potential.
 
     Class attributes: ``higher_is_better`` (direction of the score), ``needs_data`` (uses real inputs rather than
-    only their shape), ``needs_labels`` (uses targets). ``score`` never changes the model it is given.
+    only their shape), ``needs_labels`` (uses targets). ``score`` never changes the model it is given (weights,
+    mode, gradients, BatchNorm statistics); it runs on the model's device.
     """
 
     name: ClassVar[str]
@@ -30,8 +94,64 @@ class Proxy(ABC):
     needs_labels: ClassVar[bool] = False
 
     @abstractmethod
-    def score(self, model: nn.Module, inputs: torch.Tensor, targets: object | None = None) -> float:
-        """Score ``model``; ``inputs`` is a batch (data-free proxies use only its shape, dtype and device)."""
+    def score(self, model: nn.Module, inputs: Inputs, targets: object | None = None) -> float:
+        """Score ``model``; ``inputs`` is a batch (data-free proxies accept its shape alone)."""
+
+    def shared_pass(self) -> tuple[SharedPass, Hashable] | None:
+        """The pass this proxy shares with others, as ``(function, settings that must match)``; None if it shares none."""
+        return None
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
+        settings = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({settings})"
+
+
+def score_proxies(proxies: Sequence[Proxy], model: nn.Module, inputs: Inputs, targets: object | None = None) -> dict[str, float]:
+    """Every proxy's score of ``model``, running each shared pass once for all the proxies that use it."""
+    groups: dict[Hashable, list[Proxy]] = {}
+    scores: dict[str, float] = {}
+    for proxy in proxies:
+        shared = proxy.shared_pass()
+        if shared is None:
+            scores[proxy.name] = float(proxy.score(model, inputs, targets))
+        else:
+            groups.setdefault(shared, []).append(proxy)
+    for (function, _), members in groups.items():
+        scores.update(function(members, model, inputs, targets))
+    return {proxy.name: scores[proxy.name] for proxy in proxies}
+
+
+def seeded_generator(seed: int, device: torch.device) -> torch.Generator:
+    """A generator on ``device`` (random numbers drawn where they are used; the numbers differ between device types)."""
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def gaussian(shape: Sequence[int], generator: torch.Generator) -> torch.Tensor:
+    """Standard-normal numbers drawn with ``generator``, on its device."""
+    return torch.randn(tuple(shape), generator=generator, device=generator.device)
+
+
+def feature_modules(model: nn.Module) -> list[nn.Module]:
+    """The stem and every block of a backbone, in order: the units whose outputs block-wise proxies read.
+
+    A model may list them itself (``model.feature_modules()``, as :class:`~lnas.spaces.nb201.NB201Network` does);
+    a task model with a ``backbone`` gives its backbone's; otherwise they are ``model.stem`` followed by the blocks in ``model.cells|blocks|stages|layers`` (nested
+    ``Sequential``/``ModuleList`` containers are opened).
+    """
+    if callable(getattr(model, "feature_modules", None)):
+        return list(model.feature_modules())
+    if isinstance(getattr(model, "backbone", None), nn.Module):  # a task model (e.g. a detector): its backbone's blocks
+        return feature_modules(model.backbone)
+
+    def blocks(module: nn.Module) -> list[nn.Module]:
+        if isinstance(module, nn.Sequential | nn.ModuleList):
+            return [block for child in module for block in blocks(child)]
+        return [module]
+
+    found = [model.stem] if isinstance(getattr(model, "stem", None), nn.Module) else []
+    for attribute in ("cells", "blocks", "stages", "layers"):
+        if isinstance(getattr(model, attribute, None), nn.Module):
+            found.extend(blocks(getattr(model, attribute)))
+    if len(found) < 2:
+        raise TypeError(f"{type(model).__name__} exposes no blocks: define feature_modules() or a `stem` and `cells|blocks|stages|layers`")
+    return found

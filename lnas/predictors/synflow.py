@@ -8,12 +8,10 @@ absolute weights, BatchNorm off, an all-ones input of batch 1, ``R = sum(f(1))``
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 
-from lnas.predictors.base import Proxy, flatten_outputs
+from lnas.predictors.base import Inputs, Proxy, flatten_outputs, input_shape, model_device, scoring_copy
 
 
 def _without_batchnorm(module: nn.Module) -> nn.Module:
@@ -26,15 +24,14 @@ def _without_batchnorm(module: nn.Module) -> nn.Module:
     return module
 
 
-def synflow_score(model: nn.Module, input_shape: tuple[int, ...]) -> float:
+def synflow_score(model: nn.Module, sample_shape: tuple[int, ...]) -> float:
     """SynFlow of a copy of ``model`` for inputs of shape ``(C, H, W)``; ``model`` itself is not touched."""
-    device = next(model.parameters()).device
-    net = _without_batchnorm(copy.deepcopy(model)).double().eval()
+    device = model_device(model)
+    net = _without_batchnorm(scoring_copy(model)).double().eval()
     with torch.no_grad():
         for parameter in net.parameters():
             parameter.abs_()
-    net.zero_grad()
-    ones = torch.ones((1, *input_shape), dtype=torch.float64, device=device)
+    ones = torch.ones((1, *sample_shape), dtype=torch.float64, device=device)
     total = sum(t.sum() for t in flatten_outputs(net(ones)))
     total.backward()
     with torch.no_grad():
@@ -49,6 +46,6 @@ class SynFlow(Proxy):
     higher_is_better = True
     needs_data = False
 
-    def score(self, model: nn.Module, inputs: torch.Tensor, targets: object | None = None) -> float:
-        return synflow_score(model, tuple(inputs.shape[1:]))
+    def score(self, model: nn.Module, inputs: Inputs, targets: object | None = None) -> float:
+        return synflow_score(model, input_shape(inputs)[1:])
 

@@ -1,0 +1,25 @@
+"""Rank correlations between proxy scores and ground-truth accuracies (Spearman's rho, Kendall's tau-b).
+
+Scores are compared through their population ranks (:func:`~lnas.predictors.ensemble.population_ranks`), so a
+non-finite score counts as the worst one, as it does in a search, and a lower-is-better proxy is turned around.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.stats import kendalltau, spearmanr
+
+from lnas.predictors.ensemble import population_ranks
+
+
+def rank_correlations(scores: Sequence[float], truth: Sequence[float], higher_is_better: bool = True) -> tuple[float, float]:
+    """``(spearman_rho, kendall_tau)`` of ``scores`` against ``truth`` (NaN when either is constant)."""
+    if len(scores) != len(truth):
+        raise ValueError(f"scores and truth differ in length: {len(scores)} vs {len(truth)}")
+    if len(scores) < 2:
+        raise ValueError(f"rank correlation needs at least 2 architectures, got {len(scores)}")
+    ranks = population_ranks(scores, higher_is_better)
+    target = np.asarray(truth, dtype=np.float64)
+    return float(spearmanr(ranks, target).statistic), float(kendalltau(ranks, target).statistic)

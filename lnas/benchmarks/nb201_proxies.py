@@ -1,0 +1,214 @@
+"""Recipe ``nb201_proxies``: every zero-cost proxy and the ensemble on a fixed random sample of NAS-Bench-201 cells.
+
+Each architecture is built by :class:`~lnas.spaces.nb201.NB201Space` with a seeded default initialisation and
+scored on one fixed batch of real CIFAR-10 training images (normalised as in SamsungLabs/zero-cost-nas); each proxy
+takes the first ``batch_size`` images it is configured for (64; NASWOT 128; ZiCo two batches of 64). Proxies are
+compared with the benchmark's CIFAR-10 test accuracy, except those of Abdelfattah et al., who used cifar10-valid.
+
+Timing (side by side, same device and threads): on the first ``timing_archs`` architectures, each proxy alone, the
+six proxies of Abdelfattah et al. together, the ensemble, and one forward+backward pass of the batch of 64.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from lnas.benchmarks.correlation import rank_correlations
+from lnas.io import atomic_write_text, data_dir
+from lnas.predictors.base import Proxy, score_proxies
+from lnas.predictors.ensemble import ZeroShotEnsemble, warn_non_finite
+from lnas.predictors.registry import load_proxy
+from lnas.spaces.nb201 import NB201Space
+
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2023, 0.1994, 0.2010)
+FORWARD_BACKWARD_BATCH = 64
+
+
+def load_table(path: Path) -> list[dict]:
+    """Rows of ``nb201_cifar10.csv`` (index, arch string, test and cifar10-valid accuracy)."""
+    with open(path, newline="") as handle:
+        return [{"idx": int(r["idx"]), "arch": r["arch_str"], "cifar10_test_acc": float(r["cifar10_test_acc"]),
+                 "cifar10_valid_acc": float(r["cifar10_valid_acc"])} for r in csv.DictReader(handle)]
+
+
+def load_cifar_batch(path: Path, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` images drawn with ``seed`` from the CIFAR-10 sample, as normalised NCHW floats, and their labels."""
+    archive = np.load(path)
+    if count > len(archive["x"]):
+        raise ValueError(f"batch_size={count} exceeds the {len(archive['x'])} images in {path}")
+    chosen = torch.randperm(len(archive["x"]), generator=torch.Generator().manual_seed(seed))[:count]
+    images = torch.from_numpy(archive["x"]).permute(0, 3, 1, 2).float().div(255.0)[chosen]
+    mean, std = torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1), torch.tensor(CIFAR_STD).view(1, 3, 1, 1)
+    return (images - mean) / std, torch.from_numpy(archive["y"]).long()[chosen]
+
+
+def build_seeded(space: NB201Space, arch: str, seed: int) -> nn.Module:
+    """The network of ``arch`` with PyTorch's default initialisation drawn from ``seed`` (global RNG left untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return space.build(space.decode(arch))
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def timed(function: Callable[[], object], device: torch.device) -> float:
+    """Wall-clock seconds of ``function()`` (CUDA work included)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    function()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def forward_backward(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> Callable[[], None]:
+    """One training-mode forward+backward pass of the cross-entropy loss on a copy of ``model`` (the time unit)."""
+    net = copy.deepcopy(model).train()
+    x, y = inputs[:FORWARD_BACKWARD_BATCH], targets[:FORWARD_BACKWARD_BATCH]
+
+    def run() -> None:
+        F.cross_entropy(net(x), y).backward()
+
+    return run
+
+
+def measure_timings(models: Sequence[nn.Module], proxies: Sequence[Proxy], groups: dict[str, Sequence[Proxy]],
+                    inputs: torch.Tensor, targets: torch.Tensor, device: torch.device) -> dict[str, list[float]]:
+    """Per-architecture seconds of each proxy alone, of each group scored together, and of one forward+backward."""
+    seconds: dict[str, list[float]] = {name: [] for name in ["forward_backward", *groups, *(p.name for p in proxies)]}
+    for model in models:
+        run = forward_backward(model, inputs, targets)
+        run()  # warm-up (allocator, kernels)
+        seconds["forward_backward"].append(timed(run, device))
+        for proxy in proxies:
+            seconds[proxy.name].append(timed(lambda p=proxy, net=model: p.score(net, inputs, targets), device))
+        for name, members in groups.items():
+            seconds[name].append(timed(lambda m=members, net=model: score_proxies(m, net, inputs, targets), device))
+    return seconds
+
+
+def load_scores(paths: Sequence[str]) -> dict[int, dict[str, float]]:
+    """Proxy scores of earlier runs (``scores.csv`` files), by NAS-Bench-201 index; the ensemble column is recomputed."""
+    reused: dict[int, dict[str, float]] = {}
+    for path in paths:
+        with open(path, newline="") as handle:
+            for row in csv.DictReader(handle):
+                reused.setdefault(int(row["idx"]), {}).update({k: float(v) for k, v in row.items() if k not in ("idx", "arch", "ensemble")})
+    return reused
+
+
+def scores_csv(rows: Sequence[dict], columns: Sequence[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["idx", "arch", *columns], extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def render_table(names: Sequence[str], results: dict, expected: dict) -> str:
+    lines = ["| proxy | spearman | kendall | published | vs | s/arch |", "|---|---|---|---|---|---|"]
+    for name in names:
+        published = expected.get(f"spearman.{name}", {})
+        value = published.get("value", published.get("min", ""))
+        seconds = results["seconds_per_arch"].get(name, math.nan)
+        lines.append(f"| {name} | {results['spearman'][name]:.3f} | {results['kendall'][name]:.3f} | {value} | "
+                     f"{results['truth'][name]} | {seconds:.3g} |")
+    return "\n".join(lines)
+
+
+def configured_proxies(cfg: DictConfig) -> tuple[list[Proxy], ZeroShotEnsemble, list[Proxy]]:
+    """The listed proxies, the ensemble (sharing their instances), and every proxy to score (listed first)."""
+    proxies = [load_proxy(name) for name in cfg.proxies]
+    by_name = {p.name: p for p in proxies}
+    members = list(cfg.ensemble) if OmegaConf.is_list(cfg.ensemble) else load_proxy(cfg.ensemble).used
+    ensemble = ZeroShotEnsemble([by_name.get(m) or load_proxy(m) for m in members], cfg.aggregation)
+    return proxies, ensemble, proxies + [p for p in ensemble.proxies if p.name not in by_name]
+
+
+def score_sample(entries: Sequence[dict], scored: Sequence[Proxy], ensemble: ZeroShotEnsemble, cfg: DictConfig, device: torch.device,
+                 batch: tuple[torch.Tensor, torch.Tensor], out_dir: Path) -> tuple[list[dict], float]:
+    """One row per architecture (its scores, reused from ``cfg.resume`` where there), and seconds per computed architecture."""
+    space, reused = NB201Space(), load_scores(cfg.resume or [])
+    columns = [p.name for p in scored] + ["ensemble"]
+    rows: list[dict] = []
+    computed, started = 0, time.perf_counter()
+    for count, entry in enumerate(entries, start=1):
+        scores = dict(reused.get(entry["idx"], {}))
+        missing = [p for p in scored if p.name not in scores]
+        if missing:
+            model = build_seeded(space, entry["arch"], cfg.seed + entry["idx"]).to(device)
+            scores.update(score_proxies(missing, model, *batch))
+            computed += 1
+        warn_non_finite(entry["arch"], {p.name: scores[p.name] for p in scored})
+        rows.append({**entry, **scores})
+        if count % cfg.checkpoint_every == 0 or count == len(entries):
+            for row, value in zip(rows, ensemble.aggregate(rows), strict=True):
+                row["ensemble"] = value
+            atomic_write_text(out_dir / "scores.csv", scores_csv(rows, columns))
+            print(f"[nb201_proxies] {count}/{len(entries)} architectures, {time.perf_counter() - started:.0f} s", flush=True)
+    return rows, (time.perf_counter() - started) / computed if computed else math.nan
+
+
+def timing_results(seconds: dict[str, list[float]], six: Sequence[str]) -> dict:
+    ratios = [s / f for s, f in zip(seconds["six_shared"], seconds["forward_backward"], strict=True)]
+    return {"archs": len(ratios), "six": list(six), "forward_backward_batch": FORWARD_BACKWARD_BATCH,
+            "six_over_forward_backward": statistics.median(ratios) if ratios else math.nan,
+            "six_over_forward_backward_min_max": [min(ratios), max(ratios)] if ratios else []}
+
+
+def run(cfg: DictConfig, out_dir: Path) -> dict:
+    """Score the sampled architectures; write ``scores.csv``; return correlations and timings."""
+    root = Path(cfg.data_dir) if cfg.get("data_dir") else data_dir()
+    table = load_table(root / "nb201" / "nb201_cifar10.csv")
+    if not 2 <= cfg.n <= len(table):
+        raise ValueError(f"n must be between 2 and {len(table)}, got {cfg.n}")
+    sample = torch.randperm(len(table), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.n].tolist()[cfg.start: cfg.stop]
+    if len(sample) < 2:
+        raise ValueError(f"start={cfg.start}, stop={cfg.stop} leave fewer than 2 of the n={cfg.n} sampled architectures")
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+    device = resolve_device(cfg.device)
+    batch = tuple(t.to(device) for t in load_cifar_batch(root / "cifar10" / "cifar10_train_1000.npz", cfg.batch_size, cfg.seed))
+    proxies, ensemble, scored = configured_proxies(cfg)
+    entries = [table[i] for i in sample]
+    rows, scoring_seconds = score_sample(entries, scored, ensemble, cfg, device, batch, out_dir)
+
+    space = NB201Space()
+    timing_models = [build_seeded(space, e["arch"], cfg.seed + e["idx"]).to(device) for e in entries[: cfg.timing_archs]]
+    six = [next((p for p in scored if p.name == name), None) or load_proxy(name) for name in cfg.six]
+    seconds = measure_timings(timing_models, scored, {"six_shared": six, "ensemble": ensemble.proxies}, *batch, device)
+
+    names = [p.name for p in scored] + ["ensemble"]
+    truth = {n: "cifar10_valid_acc" if n in set(cfg.valid_accuracy_proxies) else "cifar10_test_acc" for n in names}
+    directions = {p.name: p.higher_is_better for p in scored} | {"ensemble": True}
+    correlations = {n: rank_correlations([r[n] for r in rows], [r[truth[n]] for r in rows], directions[n]) for n in names}
+    results: dict = {"n": len(rows), "seed": cfg.seed, "device": str(device), "threads": torch.get_num_threads(),
+                     "ensemble_uses": ensemble.used, "aggregation": ensemble.aggregation, "truth": truth,
+                     "spearman": {n: c[0] for n, c in correlations.items()}, "kendall": {n: c[1] for n, c in correlations.items()}}
+    results["ensemble_gain_over_params"] = results["spearman"]["ensemble"] - results["spearman"].get("params", math.nan)
+    results["seconds_per_arch"] = {name: statistics.median(values) for name, values in seconds.items() if values}
+    results["seconds_per_arch"]["all_proxies_shared"] = scoring_seconds
+    results["timing"] = timing_results(seconds, cfg.six)
+    print(render_table(names, results, OmegaConf.to_container(cfg.get("expected", {}), resolve=True)))
+    print(f"six proxies shared / one forward+backward: {results['timing']['six_over_forward_backward']:.2f} "
+          f"(median over {results['timing']['archs']} archs, {device}, {torch.get_num_threads()} threads)")
+    return results

@@ -1,0 +1,172 @@
+"""The NAS-Bench-201 cell space (Dong & Yang, ICLR 2020, "NAS-Bench-201: Extending the Scope of Reproducible Neural
+Architecture Search"), built exactly as the benchmark defines its CIFAR networks (``TinyNetwork`` with ``InferCell``).
+
+A cell is a DAG of 4 nodes; each of its 6 edges ``j -> i`` (j < i) carries one of 5 operations. One cell design is
+repeated 15 times: 3 stages of 5 cells at 16/32/64 channels, with a residual reduction block between stages; a
+3x3 conv + BN stem before, and BN-ReLU, global average pooling and a linear classifier after.
+
+Arch labels: ``node{i}.edge{j}`` (the op on the edge from node ``j`` into node ``i``), e.g. ``node2.edge1``.
+String encoding: the benchmark's own, e.g.
+``|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lnas.spaces.arch import Arch, InvalidArchError, check_arch, choose
+from lnas.spaces.base import FeatureInfo, SearchSpace
+
+OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+NODES = 4
+LABELS = tuple(f"node{i}.edge{j}" for i in range(1, NODES) for j in range(i))
+STRING_EXAMPLE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
+
+
+class ReLUConvBN(nn.Sequential):
+    """ReLU → Conv (no bias) → BatchNorm, the benchmark's convolution op."""
+
+    def __init__(self, in_chs: int, out_chs: int, kernel: int, stride: int = 1) -> None:
+        super().__init__(nn.ReLU(), nn.Conv2d(in_chs, out_chs, kernel, stride, padding=kernel // 2, bias=False), nn.BatchNorm2d(out_chs))
+
+
+class Zero(nn.Module):
+    """The ``none`` op: a zero tensor of the input's shape (kept in the graph, as in the benchmark)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mul(0.0)
+
+
+def make_op(name: str, channels: int) -> nn.Module:
+    """One edge operation at stride 1 with ``channels`` in and out."""
+    if name == "none":
+        return Zero()
+    if name == "skip_connect":
+        return nn.Identity()
+    if name == "nor_conv_1x1":
+        return ReLUConvBN(channels, channels, 1)
+    if name == "nor_conv_3x3":
+        return ReLUConvBN(channels, channels, 3)
+    if name == "avg_pool_3x3":
+        return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+    raise InvalidArchError(f"unknown NAS-Bench-201 op {name!r}; allowed values: {list(OPS)}")
+
+
+class NB201Cell(nn.Module):
+    """The searched cell: node ``i`` is the sum of the ops on its incoming edges; the output is node 3."""
+
+    def __init__(self, arch: Arch, channels: int) -> None:
+        super().__init__()
+        self.edges = nn.ModuleList(make_op(str(arch[label]), channels) for label in LABELS)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        nodes, edge = [x], 0
+        for i in range(1, NODES):
+            total = self.edges[edge](nodes[0])
+            for j in range(1, i):
+                total = total + self.edges[edge + j](nodes[j])
+            edge += i
+            nodes.append(total)
+        return nodes[-1]
+
+
+class ResidualReduction(nn.Module):
+    """The benchmark's reduction block (``ResNetBasicblock``, stride 2): two ReLU-Conv-BN plus an avg-pool + 1x1 shortcut."""
+
+    def __init__(self, in_chs: int, out_chs: int) -> None:
+        super().__init__()
+        self.conv_a = ReLUConvBN(in_chs, out_chs, 3, stride=2)
+        self.conv_b = ReLUConvBN(out_chs, out_chs, 3)
+        self.downsample = nn.Sequential(nn.AvgPool2d(2, stride=2), nn.Conv2d(in_chs, out_chs, 1, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.downsample(x) + self.conv_b(self.conv_a(x))
+
+
+class NB201Network(nn.Module):
+    """A NAS-Bench-201 CIFAR network: stem, 3 stages of cells with reductions between, BN-ReLU, pooling, classifier.
+
+    ``forward`` returns the logits; :meth:`feature_modules` lists the stem and every cell (the blocks whose outputs
+    block-wise proxies such as AZ-NAS read).
+    """
+
+    def __init__(self, arch: Arch, channels: int = 16, cells_per_stage: int = 5, num_classes: int = 10, in_channels: int = 3) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels))
+        cells: list[nn.Module] = []
+        width = channels
+        for stage in range(3):
+            if stage > 0:
+                cells.append(ResidualReduction(width, width * 2))
+                width *= 2
+            cells.extend(NB201Cell(arch, width) for _ in range(cells_per_stage))
+        self.cells = nn.ModuleList(cells)
+        self.lastact = nn.Sequential(nn.BatchNorm2d(width), nn.ReLU())
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(width, num_classes)
+
+    def feature_modules(self) -> list[nn.Module]:
+        return [self.stem, *self.cells]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for cell in self.cells:
+            x = cell(x)
+        return self.classifier(torch.flatten(self.global_pooling(self.lastact(x)), 1))
+
+
+class NB201Space(SearchSpace):
+    """The 15,625 NAS-Bench-201 cells (5 ops on 6 edges). ``build`` gives the benchmark's CIFAR network."""
+
+    def __init__(self, channels: int = 16, cells_per_stage: int = 5, num_classes: int = 10, in_channels: int = 3) -> None:
+        if channels < 1 or cells_per_stage < 1 or num_classes < 1:
+            raise ValueError(f"channels, cells_per_stage and num_classes must be >= 1, got {channels}, {cells_per_stage}, {num_classes}")
+        self.channels, self.cells_per_stage, self.num_classes, self.in_channels = channels, cells_per_stage, num_classes, in_channels
+        self.allowed = {label: OPS for label in LABELS}
+
+    def validate(self, arch: Arch) -> None:
+        check_arch(arch, self.allowed)
+
+    def size(self) -> int:
+        return len(OPS) ** len(LABELS)
+
+    def sample(self, generator: torch.Generator) -> Arch:
+        return {label: choose(OPS, generator) for label in LABELS}
+
+    def mutate(self, arch: Arch, generator: torch.Generator) -> Arch:
+        self.validate(arch)
+        label = choose(LABELS, generator)
+        return {**arch, label: choose([op for op in OPS if op != arch[label]], generator)}
+
+    def default(self) -> Arch:
+        """Every edge a 3x3 convolution (the largest cell)."""
+        return {label: "nor_conv_3x3" for label in LABELS}
+
+    def encode(self, arch: Arch) -> str:
+        self.validate(arch)
+        return "+".join("|" + "|".join(f"{arch[f'node{i}.edge{j}']}~{j}" for j in range(i)) + "|" for i in range(1, NODES))
+
+    def decode(self, text: str) -> Arch:
+        nodes = text.strip().split("+")
+        if len(nodes) != NODES - 1:
+            raise InvalidArchError(f"arch string {text!r} has {len(nodes)} nodes; NAS-Bench-201 has {NODES - 1} (format: {STRING_EXAMPLE})")
+        arch: Arch = {}
+        for i, node in enumerate(nodes, start=1):
+            edges = node.split("|")
+            if len(edges) != i + 2 or edges[0] or edges[-1]:
+                raise InvalidArchError(f"node {i} of arch string {text!r} is {node!r}; expected {i} edges like '|op~0|' (format: {STRING_EXAMPLE})")
+            for j, edge in enumerate(edges[1:-1]):
+                op, _, source = edge.partition("~")
+                if source != str(j):
+                    raise InvalidArchError(f"edge {edge!r} of node {i} in {text!r} must come from node {j} ('{op}~{j}')")
+                arch[f"node{i}.edge{j}"] = op
+        self.validate(arch)
+        return arch
+
+    def feature_info(self, arch: Arch | None = None) -> list[FeatureInfo]:
+        return [FeatureInfo(self.channels * 2**stage, 2**stage) for stage in range(3)]
+
+    def build(self, arch: Arch) -> NB201Network:
+        self.validate(arch)
+        return NB201Network(arch, self.channels, self.cells_per_stage, self.num_classes, self.in_channels)
