@@ -135,7 +135,8 @@ def feature_modules(model: nn.Module) -> list[nn.Module]:
     """The stem and every block of a backbone, in order: the units whose outputs block-wise proxies read.
 
     A model may list them itself (``model.feature_modules()``, as :class:`~lnas.spaces.nb201.NB201Network` does);
-    a task model with a ``backbone`` gives its backbone's; otherwise they are ``model.stem`` followed by the blocks in ``model.cells|blocks|stages|layers`` (nested
+    a task model with a ``backbone`` gives its backbone's;
+    otherwise they are ``model.stem`` followed by the blocks in ``model.cells|blocks|stages|layers`` (nested
     ``Sequential``/``ModuleList`` containers are opened).
     """
     if callable(getattr(model, "feature_modules", None)):
