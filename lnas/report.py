@@ -96,7 +96,8 @@ def render_report(summary: dict) -> str:
             )
     lines += [
         "",
-        "Latency: median ± spread as reported by the hardware estimator above (measured models: spread of the block medians).",
+        "Latency: median ± spread as reported by the hardware estimator above (measured models: spread of the block medians);",
+        f"the chosen model measured {_fmt(chosen.get('search_latency_ms'))} ms during the search and is measured again on the exported file.",
         f"ONNX export checked against PyTorch: max abs difference {summary['onnx_max_abs_diff']:.2e}.",
         "",
         f"The baseline is the space's default arch{baseline_note}.",

@@ -98,6 +98,7 @@ def train(cfg: DictConfig) -> dict:
     onnx_diff = check_onnx_matches(final.model, onnx_path, images[:2])
     key = space.encode(arch)
     chosen = _entry(key, final.model, input_shape, _latency(hardware, key, final.model, input_shape, onnx_path), test_metrics)
+    chosen["search_latency_ms"] = search.leaderboard.best().latency_ms if search else math.nan
 
     baseline_key = space.encode(space.default())
     baseline_model = warmup.candidate(space.default(), inherit=not cfg.arch)

@@ -45,6 +45,8 @@ def test_fast_run_writes_all_result_files(fast_run):
     for text in (chosen["arch"], "test mAP", "candidates scored: 6", "latency", "ensemble (flops, synflow"):
         assert text in report
     assert 0.0 <= summary["chosen"]["test_map"] <= 1.0
+    assert summary["chosen"]["search_latency_ms"] == pytest.approx(float(rows[0]["latency_ms"]))
+    assert "during the search" in report
 
 
 def test_exported_onnx_matches_the_trained_pytorch_model(fast_run):
