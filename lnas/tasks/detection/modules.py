@@ -7,7 +7,6 @@ from collections.abc import Callable, Sequence
 
 import lightning as L
 import torch
-from torch import nn
 from torchmetrics.detection import MeanAveragePrecision
 
 from lnas.spaces.arch import Arch
@@ -138,8 +137,3 @@ class DetectionSupernetModule(DetectionSteps):
                 torch.manual_seed(seed)
                 model = Detector(self.space.build(arch), self._new_head(self.space.feature_info(arch)), arch.get("resolution"))
         return model.to(self.device)
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of parameters of ``model``."""
-    return sum(p.numel() for p in model.parameters())
