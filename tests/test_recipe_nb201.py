@@ -12,10 +12,14 @@ import json
 import math
 
 import pytest
+import torch
 from hydra import compose, initialize_config_module
+from hydra.errors import InstantiationException
 from omegaconf import OmegaConf
 
 from lnas.benchmarks.correlation import rank_correlations
+from lnas.benchmarks.nb201_proxies import CifarSample, architecture_batch
+from lnas.io import data_dir
 from lnas.reproduce import run_recipe
 from lnas.spaces.nb201 import NB201Space
 
@@ -27,6 +31,10 @@ def test_rank_correlations_have_the_textbook_values():
     assert rank_correlations([4, 3, 2, 1], [1, 2, 3, 4], higher_is_better=False) == pytest.approx((1.0, 1.0))
     # a NaN score counts as the worst: here that is also the least accurate architecture
     assert rank_correlations([math.nan, 2, 3, 4], [1, 2, 3, 4]) == pytest.approx((1.0, 1.0))
+    # the published evaluations leave NaN scores out instead: here the NaN architecture is the most accurate one
+    assert rank_correlations([math.nan, 1, 2, 3], [10, 1, 2, 3], omit_nan=True) == pytest.approx((1.0, 1.0))
+    assert rank_correlations([math.nan, 1, 2, 3], [10, 1, 2, 3])[0] == pytest.approx(-0.2)  # 1 - 6 * 12 / 60
+    assert rank_correlations([-math.inf, 1, 2, 3], [0, 1, 2, 3], omit_nan=True) == pytest.approx((1.0, 1.0))  # -inf is kept, last
     with pytest.raises(ValueError, match="differ in length: 3 vs 2"):
         rank_correlations([1, 2, 3], [1, 2])
 
@@ -75,3 +83,24 @@ def test_the_recipe_runs_on_20_architectures(tmp_path, capsys):
     with open(tmp_path / "again" / "scores.csv", newline="") as handle:
         rerun = list(csv.DictReader(handle))
     assert [r["naswot"] for r in rerun] == [r["naswot"] for r in rows] and all(r["jacob_cov"] for r in rerun)
+
+
+def test_each_architecture_gets_its_own_reproducible_augmented_batch():
+    cifar = CifarSample(data_dir() / "cifar10" / "cifar10_train_1000.npz")
+    cfg = compose_recipe("batch_size=32")
+    first, again, other = (architecture_batch(cifar, cfg, idx, torch.device("cpu")) for idx in (7, 7, 8))
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+    assert not torch.equal(first[1], other[1])  # another architecture, another draw
+    plain_images, plain_labels = cifar.batch(32, cfg.seed + 7)
+    assert torch.equal(plain_labels, first[1]) and not torch.equal(plain_images, first[0])  # same images, augmented
+    assert first[0].shape == (32, 3, 32, 32) and first[0].dtype == torch.float32
+
+    fixed = compose_recipe("batch_size=32", "batch=fixed")
+    assert all(torch.equal(architecture_batch(cifar, fixed, idx, torch.device("cpu"))[1], cifar.batch(32, fixed.seed)[1]) for idx in (7, 8))
+
+
+def test_an_unknown_batch_mode_is_rejected_before_scoring(tmp_path):
+    cfg = compose_recipe("n=20", "batch=shuffled", "device=cpu")
+    with pytest.raises(InstantiationException, match=r"batch must be one of \['fixed', 'per_arch'\], got 'shuffled'"):
+        run_recipe(cfg, tmp_path)
+    assert not (tmp_path / "scores.csv").exists()

@@ -1,9 +1,14 @@
 """Recipe ``nb201_proxies``: every zero-cost proxy and the ensemble on a fixed random sample of NAS-Bench-201 cells.
 
 Each architecture is built by :class:`~lnas.spaces.nb201.NB201Space` with a seeded default initialisation and
-scored on one fixed batch of real CIFAR-10 training images (normalised as in SamsungLabs/zero-cost-nas); each proxy
-takes the first ``batch_size`` images it is configured for (64; NASWOT 128; ZiCo two batches of 64). Proxies are
-compared with the benchmark's CIFAR-10 test accuracy, except those of Abdelfattah et al., who used cifar10-valid.
+scored on real CIFAR-10 training images, normalised as in SamsungLabs/zero-cost-nas. With ``batch: per_arch`` (the
+default) every architecture gets its own batch, as in the reference implementations, which draw a fresh batch from a
+shuffled, augmented training loader for each network (zero-cost-nas ``nasbench2_pred.py``; NASWOT
+``score_networks.py``). The batch-to-batch variation is part of what the published correlations measure: with one
+fixed batch for all networks, grad_norm, snip and fisher correlate about 0.2 higher than published. ``batch: fixed``
+scores every network on the same batch. Each proxy takes the first ``batch_size`` images it is configured for (64;
+NASWOT 128; ZiCo two batches of 64). Proxies are compared with the benchmark's CIFAR-10 test accuracy, except those
+of Abdelfattah et al., who used cifar10-valid.
 
 Timing (side by side, same device and threads): on the first ``timing_archs`` architectures, each proxy alone, the
 six proxies of Abdelfattah et al. together, the ensemble, and one forward+backward pass of the batch of 64.
@@ -25,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+from torchvision.transforms import v2
 
 from lnas.benchmarks.correlation import rank_correlations
 from lnas.io import atomic_write_text, data_dir
@@ -36,6 +42,8 @@ from lnas.spaces.nb201 import NB201Space
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
 FORWARD_BACKWARD_BATCH = 64
+BATCH_MODES = frozenset({"per_arch", "fixed"})
+NAN_POLICIES = frozenset({"omit", "worst"})
 
 
 def load_table(path: Path) -> list[dict]:
@@ -45,15 +53,33 @@ def load_table(path: Path) -> list[dict]:
                  "cifar10_valid_acc": float(r["cifar10_valid_acc"])} for r in csv.DictReader(handle)]
 
 
-def load_cifar_batch(path: Path, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``count`` images drawn with ``seed`` from the CIFAR-10 sample, as normalised NCHW floats, and their labels."""
-    archive = np.load(path)
-    if count > len(archive["x"]):
-        raise ValueError(f"batch_size={count} exceeds the {len(archive['x'])} images in {path}")
-    chosen = torch.randperm(len(archive["x"]), generator=torch.Generator().manual_seed(seed))[:count]
-    images = torch.from_numpy(archive["x"]).permute(0, 3, 1, 2).float().div(255.0)[chosen]
-    mean, std = torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1), torch.tensor(CIFAR_STD).view(1, 3, 1, 1)
-    return (images - mean) / std, torch.from_numpy(archive["y"]).long()[chosen]
+class CifarSample:
+    """The CIFAR-10 images of ``cifar10_train_1000.npz`` (floats in [0, 1], NCHW) and their labels, to draw batches from."""
+
+    def __init__(self, path: Path) -> None:
+        archive = np.load(path)
+        self.images = torch.from_numpy(archive["x"]).permute(0, 3, 1, 2).float().div(255.0)
+        self.labels = torch.from_numpy(archive["y"]).long()
+        self.path = path
+
+    def batch(self, count: int, seed: int, augment: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """``count`` images drawn with ``seed``, normalised, and their labels.
+
+        ``augment`` applies the reference's training transform to each image (random crop of 32 after 4 pixels of
+        zero padding, horizontal flip with probability 0.5), drawn from the same seed.
+        """
+        if count > len(self.images):
+            raise ValueError(f"batch_size={count} exceeds the {len(self.images)} images in {self.path}")
+        generator = torch.Generator().manual_seed(seed)
+        chosen = torch.randperm(len(self.images), generator=generator)[:count]
+        images = self.images[chosen]
+        if augment:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                transform = v2.Compose([v2.RandomCrop(images.shape[-1], padding=4), v2.RandomHorizontalFlip()])
+                images = torch.stack([transform(image) for image in images])
+        mean, std = torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1), torch.tensor(CIFAR_STD).view(1, 3, 1, 1)
+        return (images - mean) / std, self.labels[chosen]
 
 
 def build_seeded(space: NB201Space, arch: str, seed: int) -> nn.Module:
@@ -125,13 +151,13 @@ def scores_csv(rows: Sequence[dict], columns: Sequence[str]) -> str:
 
 
 def render_table(names: Sequence[str], results: dict, expected: dict) -> str:
-    lines = ["| proxy | spearman | kendall | published | vs | s/arch |", "|---|---|---|---|---|---|"]
+    lines = ["| proxy | spearman | kendall | published | vs | NaN scores | s/arch |", "|---|---|---|---|---|---|---|"]
     for name in names:
         published = expected.get(f"spearman.{name}", {})
         value = published.get("value", published.get("min", ""))
         seconds = results["seconds_per_arch"].get(name, math.nan)
         lines.append(f"| {name} | {results['spearman'][name]:.3f} | {results['kendall'][name]:.3f} | {value} | "
-                     f"{results['truth'][name]} | {seconds:.3g} |")
+                     f"{results['truth'][name]} | {results['nan_count'][name]} | {seconds:.3g} |")
     return "\n".join(lines)
 
 
@@ -144,8 +170,15 @@ def configured_proxies(cfg: DictConfig) -> tuple[list[Proxy], ZeroShotEnsemble, 
     return proxies, ensemble, proxies + [p for p in ensemble.proxies if p.name not in by_name]
 
 
+def architecture_batch(cifar: CifarSample, cfg: DictConfig, idx: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch that architecture ``idx`` is scored on: its own augmented draw (``batch: per_arch``) or the shared one."""
+    inputs, targets = cifar.batch(cfg.batch_size, cfg.seed + idx, augment=True) if cfg.batch == "per_arch" else \
+        cifar.batch(cfg.batch_size, cfg.seed)
+    return inputs.to(device), targets.to(device)
+
+
 def score_sample(entries: Sequence[dict], scored: Sequence[Proxy], ensemble: ZeroShotEnsemble, cfg: DictConfig, device: torch.device,
-                 batch: tuple[torch.Tensor, torch.Tensor], out_dir: Path) -> tuple[list[dict], float]:
+                 cifar: CifarSample, out_dir: Path) -> tuple[list[dict], float]:
     """One row per architecture (its scores, reused from ``cfg.resume`` where there), and seconds per computed architecture."""
     space, reused = NB201Space(), load_scores(cfg.resume or [])
     columns = [p.name for p in scored] + ["ensemble"]
@@ -156,7 +189,7 @@ def score_sample(entries: Sequence[dict], scored: Sequence[Proxy], ensemble: Zer
         missing = [p for p in scored if p.name not in scores]
         if missing:
             model = build_seeded(space, entry["arch"], cfg.seed + entry["idx"]).to(device)
-            scores.update(score_proxies(missing, model, *batch))
+            scores.update(score_proxies(missing, model, *architecture_batch(cifar, cfg, entry["idx"], device)))
             computed += 1
         warn_non_finite(entry["arch"], {p.name: scores[p.name] for p in scored})
         rows.append({**entry, **scores})
@@ -184,13 +217,18 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     sample = torch.randperm(len(table), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.n].tolist()[cfg.start: cfg.stop]
     if len(sample) < 2:
         raise ValueError(f"start={cfg.start}, stop={cfg.stop} leave fewer than 2 of the n={cfg.n} sampled architectures")
+    if cfg.batch not in BATCH_MODES:
+        raise ValueError(f"batch must be one of {sorted(BATCH_MODES)}, got {cfg.batch!r}")
+    if cfg.nan_scores not in NAN_POLICIES:
+        raise ValueError(f"nan_scores must be one of {sorted(NAN_POLICIES)}, got {cfg.nan_scores!r}")
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     device = resolve_device(cfg.device)
-    batch = tuple(t.to(device) for t in load_cifar_batch(root / "cifar10" / "cifar10_train_1000.npz", cfg.batch_size, cfg.seed))
+    cifar = CifarSample(root / "cifar10" / "cifar10_train_1000.npz")
     proxies, ensemble, scored = configured_proxies(cfg)
     entries = [table[i] for i in sample]
-    rows, scoring_seconds = score_sample(entries, scored, ensemble, cfg, device, batch, out_dir)
+    rows, scoring_seconds = score_sample(entries, scored, ensemble, cfg, device, cifar, out_dir)
+    batch = tuple(t.to(device) for t in cifar.batch(cfg.batch_size, cfg.seed))
 
     space = NB201Space()
     timing_models = [build_seeded(space, e["arch"], cfg.seed + e["idx"]).to(device) for e in entries[: cfg.timing_archs]]
@@ -200,9 +238,11 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     names = [p.name for p in scored] + ["ensemble"]
     truth = {n: "cifar10_valid_acc" if n in set(cfg.valid_accuracy_proxies) else "cifar10_test_acc" for n in names}
     directions = {p.name: p.higher_is_better for p in scored} | {"ensemble": True}
-    correlations = {n: rank_correlations([r[n] for r in rows], [r[truth[n]] for r in rows], directions[n]) for n in names}
-    results: dict = {"n": len(rows), "seed": cfg.seed, "device": str(device), "threads": torch.get_num_threads(),
-                     "ensemble_uses": ensemble.used, "aggregation": ensemble.aggregation, "truth": truth,
+    omit_nan = cfg.nan_scores == "omit"
+    correlations = {n: rank_correlations([r[n] for r in rows], [r[truth[n]] for r in rows], directions[n], omit_nan) for n in names}
+    results: dict = {"n": len(rows), "seed": cfg.seed, "batch": cfg.batch, "device": str(device), "threads": torch.get_num_threads(),
+                     "ensemble_uses": ensemble.used, "aggregation": ensemble.aggregation, "truth": truth, "nan_scores": cfg.nan_scores,
+                     "nan_count": {n: sum(math.isnan(r[n]) for r in rows) for n in names},
                      "spearman": {n: c[0] for n, c in correlations.items()}, "kendall": {n: c[1] for n, c in correlations.items()}}
     results["ensemble_gain_over_params"] = results["spearman"]["ensemble"] - results["spearman"].get("params", math.nan)
     results["seconds_per_arch"] = {name: statistics.median(values) for name, values in seconds.items() if values}
