@@ -99,3 +99,17 @@ def test_parameter_counts_match_the_benchmark(space):
     assert sum(e <= 0.01 for e in relative) >= 0.97 * len(chosen)
     assert sum(exact) >= 0.94 * len(chosen)
     assert sum(p.numel() for p in space.build(space.decode(EXAMPLE)).parameters()) == 802426  # row 1: 0.802426
+
+
+def test_the_reference_variant_with_cell_conv_bias_computes_the_same_function_in_training_mode(space):
+    arch = space.decode("|nor_conv_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|avg_pool_3x3~0|nor_conv_3x3~1|none~2|")
+    benchmark, reference = space.build(arch).train(), NB201Space(cell_conv_bias=True).build(arch).train()
+    missing, unexpected = reference.load_state_dict(benchmark.state_dict(), strict=False)
+    cell_convs = [m for m in reference.cells.modules() if isinstance(m, nn.Conv2d) and m.bias is not None]
+    assert len(cell_convs) == 15 * 3 and all(name.endswith(".bias") for name in missing)  # 3 convs per cell
+    assert all(name.endswith((".weight", ".bias")) for name in unexpected)  # the cells' BatchNorm scale and shift
+    with torch.no_grad():
+        for conv in cell_convs:
+            conv.bias.uniform_(-1.0, 1.0)
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(reference(x), benchmark(x), rtol=1e-4, atol=1e-4)  # training-mode BatchNorm removes the bias

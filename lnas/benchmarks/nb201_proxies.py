@@ -180,7 +180,7 @@ def architecture_batch(cifar: CifarSample, cfg: DictConfig, idx: int, device: to
 def score_sample(entries: Sequence[dict], scored: Sequence[Proxy], ensemble: ZeroShotEnsemble, cfg: DictConfig, device: torch.device,
                  cifar: CifarSample, out_dir: Path) -> tuple[list[dict], float]:
     """One row per architecture (its scores, reused from ``cfg.resume`` where there), and seconds per computed architecture."""
-    space, reused = NB201Space(), load_scores(cfg.resume or [])
+    space, reused = NB201Space(cell_conv_bias=cfg.cell_conv_bias), load_scores(cfg.resume or [])
     columns = [p.name for p in scored] + ["ensemble"]
     rows: list[dict] = []
     computed, started = 0, time.perf_counter()
@@ -230,7 +230,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     rows, scoring_seconds = score_sample(entries, scored, ensemble, cfg, device, cifar, out_dir)
     batch = tuple(t.to(device) for t in cifar.batch(cfg.batch_size, cfg.seed))
 
-    space = NB201Space()
+    space = NB201Space(cell_conv_bias=cfg.cell_conv_bias)
     timing_models = [build_seeded(space, e["arch"], cfg.seed + e["idx"]).to(device) for e in entries[: cfg.timing_archs]]
     six = [next((p for p in scored if p.name == name), None) or load_proxy(name) for name in cfg.six]
     seconds = measure_timings(timing_models, scored, {"six_shared": six, "ensemble": ensemble.proxies}, *batch, device)
@@ -240,7 +240,8 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     directions = {p.name: p.higher_is_better for p in scored} | {"ensemble": True}
     omit_nan = cfg.nan_scores == "omit"
     correlations = {n: rank_correlations([r[n] for r in rows], [r[truth[n]] for r in rows], directions[n], omit_nan) for n in names}
-    results: dict = {"n": len(rows), "seed": cfg.seed, "batch": cfg.batch, "device": str(device), "threads": torch.get_num_threads(),
+    results: dict = {"n": len(rows), "seed": cfg.seed, "batch": cfg.batch, "cell_conv_bias": cfg.cell_conv_bias,
+                     "device": str(device), "threads": torch.get_num_threads(),
                      "ensemble_uses": ensemble.used, "aggregation": ensemble.aggregation, "truth": truth, "nan_scores": cfg.nan_scores,
                      "nan_count": {n: sum(math.isnan(r[n]) for r in rows) for n in names},
                      "spearman": {n: c[0] for n, c in correlations.items()}, "kendall": {n: c[1] for n, c in correlations.items()}}

@@ -25,10 +25,15 @@ STRING_EXAMPLE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect
 
 
 class ReLUConvBN(nn.Sequential):
-    """ReLU → Conv (no bias) → BatchNorm, the benchmark's convolution op."""
+    """ReLU → Conv → BatchNorm, the benchmark's convolution op (no conv bias, affine BatchNorm).
 
-    def __init__(self, in_chs: int, out_chs: int, kernel: int, stride: int = 1) -> None:
-        super().__init__(nn.ReLU(), nn.Conv2d(in_chs, out_chs, kernel, stride, padding=kernel // 2, bias=False), nn.BatchNorm2d(out_chs))
+    ``conv_bias=True`` builds it as SamsungLabs/zero-cost-nas does inside the cells (``affine=False``: a conv bias and
+    a BatchNorm without scale and shift); in training mode the BatchNorm removes the bias, so the outputs are the same.
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, kernel: int, stride: int = 1, conv_bias: bool = False) -> None:
+        super().__init__(nn.ReLU(), nn.Conv2d(in_chs, out_chs, kernel, stride, padding=kernel // 2, bias=conv_bias),
+                         nn.BatchNorm2d(out_chs, affine=not conv_bias))
 
 
 class Zero(nn.Module):
@@ -38,16 +43,16 @@ class Zero(nn.Module):
         return x.mul(0.0)
 
 
-def make_op(name: str, channels: int) -> nn.Module:
-    """One edge operation at stride 1 with ``channels`` in and out."""
+def make_op(name: str, channels: int, conv_bias: bool = False) -> nn.Module:
+    """One edge operation at stride 1 with ``channels`` in and out (``conv_bias``: see :class:`ReLUConvBN`)."""
     if name == "none":
         return Zero()
     if name == "skip_connect":
         return nn.Identity()
     if name == "nor_conv_1x1":
-        return ReLUConvBN(channels, channels, 1)
+        return ReLUConvBN(channels, channels, 1, conv_bias=conv_bias)
     if name == "nor_conv_3x3":
-        return ReLUConvBN(channels, channels, 3)
+        return ReLUConvBN(channels, channels, 3, conv_bias=conv_bias)
     if name == "avg_pool_3x3":
         return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
     raise InvalidArchError(f"unknown NAS-Bench-201 op {name!r}; allowed values: {list(OPS)}")
@@ -56,9 +61,9 @@ def make_op(name: str, channels: int) -> nn.Module:
 class NB201Cell(nn.Module):
     """The searched cell: node ``i`` is the sum of the ops on its incoming edges; the output is node 3."""
 
-    def __init__(self, arch: Arch, channels: int) -> None:
+    def __init__(self, arch: Arch, channels: int, conv_bias: bool = False) -> None:
         super().__init__()
-        self.edges = nn.ModuleList(make_op(str(arch[label]), channels) for label in LABELS)
+        self.edges = nn.ModuleList(make_op(str(arch[label]), channels, conv_bias) for label in LABELS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         nodes, edge = [x], 0
@@ -91,7 +96,8 @@ class NB201Network(nn.Module):
     block-wise proxies such as AZ-NAS read).
     """
 
-    def __init__(self, arch: Arch, channels: int = 16, cells_per_stage: int = 5, num_classes: int = 10, in_channels: int = 3) -> None:
+    def __init__(self, arch: Arch, channels: int = 16, cells_per_stage: int = 5, num_classes: int = 10, in_channels: int = 3,
+                 cell_conv_bias: bool = False) -> None:
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(in_channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels))
         cells: list[nn.Module] = []
@@ -100,7 +106,7 @@ class NB201Network(nn.Module):
             if stage > 0:
                 cells.append(ResidualReduction(width, width * 2))
                 width *= 2
-            cells.extend(NB201Cell(arch, width) for _ in range(cells_per_stage))
+            cells.extend(NB201Cell(arch, width, cell_conv_bias) for _ in range(cells_per_stage))
         self.cells = nn.ModuleList(cells)
         self.lastact = nn.Sequential(nn.BatchNorm2d(width), nn.ReLU())
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
@@ -117,12 +123,19 @@ class NB201Network(nn.Module):
 
 
 class NB201Space(SearchSpace):
-    """The 15,625 NAS-Bench-201 cells (5 ops on 6 edges). ``build`` gives the benchmark's CIFAR network."""
+    """The 15,625 NAS-Bench-201 cells (5 ops on 6 edges). ``build`` gives the benchmark's CIFAR network.
 
-    def __init__(self, channels: int = 16, cells_per_stage: int = 5, num_classes: int = 10, in_channels: int = 3) -> None:
+    ``cell_conv_bias=True`` builds the cells' convolutions as the zero-cost proxy reference (SamsungLabs/zero-cost-nas,
+    ``nasbench2_ops.py``) does: with a bias and an affine-free BatchNorm (more parameters than the benchmark counts;
+    the same outputs in training mode). Proxies that read layer outputs (fisher) see the bias.
+    """
+
+    def __init__(self, channels: int = 16, cells_per_stage: int = 5, num_classes: int = 10, in_channels: int = 3,
+                 cell_conv_bias: bool = False) -> None:
         if channels < 1 or cells_per_stage < 1 or num_classes < 1:
             raise ValueError(f"channels, cells_per_stage and num_classes must be >= 1, got {channels}, {cells_per_stage}, {num_classes}")
         self.channels, self.cells_per_stage, self.num_classes, self.in_channels = channels, cells_per_stage, num_classes, in_channels
+        self.cell_conv_bias = cell_conv_bias
         self.allowed = {label: OPS for label in LABELS}
 
     def validate(self, arch: Arch) -> None:
@@ -169,4 +182,4 @@ class NB201Space(SearchSpace):
 
     def build(self, arch: Arch) -> NB201Network:
         self.validate(arch)
-        return NB201Network(arch, self.channels, self.cells_per_stage, self.num_classes, self.in_channels)
+        return NB201Network(arch, self.channels, self.cells_per_stage, self.num_classes, self.in_channels, self.cell_conv_bias)
