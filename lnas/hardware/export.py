@@ -1,7 +1,7 @@
 """ONNX export fast enough to run per candidate, and a numerical check of the export in ONNX Runtime.
 
 Two exporters: the legacy TorchScript one (``torch.onnx.export(..., dynamo=False)``, the default) and the dynamo one
-(``torch.export`` + onnxscript, which lnas does not depend on). Timed side by side by the ``latency_fidelity`` recipe on
+(``torch.export`` + onnxscript: ``pip install -e ".[dynamo]"``). Timed side by side by the ``latency_fidelity`` recipe on
 detectors of the default space, the legacy exporter took 0.3-0.6 s per candidate and the dynamo exporter 8-12 s
 (torch 2.11-2.14), so the legacy exporter is the default. Both write one self-contained file (the dynamo exporter with
 ``external_data=False``).
