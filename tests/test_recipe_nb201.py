@@ -66,6 +66,9 @@ def test_the_recipe_runs_on_20_architectures(tmp_path, capsys):
     assert record["passed"] and results["n"] == 20 and results["ensemble_uses"] == ["flops", "synflow", "naswot"]
     assert set(results["spearman"]) == set(results["kendall"]) == {"params", "flops", "synflow", "naswot", "ensemble"}
     assert results["truth"]["synflow"] == "cifar10_valid_acc" and results["truth"]["naswot"] == "cifar10_test_acc"
+    by_truth = results["spearman_by_truth"]  # every proxy against both accuracy columns; the designated one is the headline
+    assert all(by_truth[results["truth"][name]][name] == results["spearman"][name] for name in results["spearman"])
+    assert by_truth["cifar10_test_acc"]["synflow"] != by_truth["cifar10_valid_acc"]["synflow"]
     assert {"forward_backward", "synflow", "naswot", "six_shared", "ensemble", "all_proxies_shared"} <= set(results["seconds_per_arch"])
 
     with open(tmp_path / "scores.csv", newline="") as handle:

@@ -44,6 +44,7 @@ CIFAR_STD = (0.2023, 0.1994, 0.2010)
 FORWARD_BACKWARD_BATCH = 64
 BATCH_MODES = frozenset({"per_arch", "fixed"})
 NAN_POLICIES = frozenset({"omit", "worst"})
+TRUTH_COLUMNS = ("cifar10_test_acc", "cifar10_valid_acc")
 
 
 def load_table(path: Path) -> list[dict]:
@@ -245,6 +246,8 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
                      "ensemble_uses": ensemble.used, "aggregation": ensemble.aggregation, "truth": truth, "nan_scores": cfg.nan_scores,
                      "nan_count": {n: sum(math.isnan(r[n]) for r in rows) for n in names},
                      "spearman": {n: c[0] for n, c in correlations.items()}, "kendall": {n: c[1] for n, c in correlations.items()}}
+    results["spearman_by_truth"] = {column: {n: rank_correlations([r[n] for r in rows], [r[column] for r in rows], directions[n], omit_nan)[0]
+                                             for n in names} for column in TRUTH_COLUMNS}
     results["ensemble_gain_over_params"] = results["spearman"]["ensemble"] - results["spearman"].get("params", math.nan)
     results["seconds_per_arch"] = {name: statistics.median(values) for name, values in seconds.items() if values}
     results["seconds_per_arch"]["all_proxies_shared"] = scoring_seconds
