@@ -10,7 +10,7 @@ from torch import nn
 from lnas.hardware import check_onnx_matches, count_flops, export_onnx
 from lnas.spaces import MBConvSpace, RepVGGBlock, reparameterize
 from lnas.spaces.blocks import BlockConfig
-from lnas.spaces.repvgg import ElasticRepVGG
+from lnas.spaces.repvgg import ElasticRepVGG, multi_branch
 
 SHAPES = [(16, 16, 1), (16, 24, 1), (16, 24, 2)]  # identity branch; no identity (widths differ); stride 2
 
@@ -25,27 +25,6 @@ def _with_statistics(module: nn.Module, channels: int, steps: int = 3) -> nn.Mod
         for _ in range(steps):
             module(torch.randn(8, channels, 12, 12) * 2 + 0.5)
     return module.eval()
-
-
-class _Branches(nn.Module):
-    """Runs a RepVGG block's multi-branch form even in eval mode (the unfused reference)."""
-
-    def __init__(self, block: RepVGGBlock) -> None:
-        super().__init__()
-        self.block = block
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.block.forward_branches(x)
-
-
-def _unfused(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` whose RepVGG blocks run their branches in eval mode."""
-    model = copy.deepcopy(model)
-    for parent in list(model.modules()):
-        for name, child in parent.named_children():
-            if isinstance(child, RepVGGBlock):
-                setattr(parent, name, _Branches(child))
-    return model
 
 
 @pytest.mark.parametrize(("in_chs", "out_chs", "stride"), SHAPES)
@@ -79,8 +58,8 @@ def test_export_holds_one_fused_conv_per_block(tmp_path):
     assert "BatchNormalization" not in ops and "Add" not in ops
     x = torch.randn(2, 3, 32, 32)
     assert check_onnx_matches(net, path, x) < 1e-4
-    assert check_onnx_matches(_unfused(net), path, x) < 1e-4  # the fused graph computes the multi-branch network
-    unfused_ops = [n.op_type for n in onnx.load(str(export_onnx(_unfused(net), (3, 32, 32), tmp_path / "u.onnx"))).graph.node]
+    assert check_onnx_matches(multi_branch(net), path, x) < 1e-4  # the fused graph computes the multi-branch network
+    unfused_ops = [n.op_type for n in onnx.load(str(export_onnx(multi_branch(net), (3, 32, 32), tmp_path / "u.onnx"))).graph.node]
     assert unfused_ops.count("Conv") == 1 + 2 * 5
 
 
@@ -108,5 +87,5 @@ class _Elastic(nn.Module):
 def test_fused_form_costs_fewer_flops():
     space = MBConvSpace(stages=[{"channels": 32, "stride": 2, "depths": [3]}], stem_channels=32, out_indices=[0], block_types=["repvgg"])
     net = _with_statistics(space.build(space.decode("w1" + "rep" * 3)), 3)
-    fused, unfused = count_flops(net, (3, 64, 64)), count_flops(_unfused(net), (3, 64, 64))
+    fused, unfused = count_flops(net, (3, 64, 64)), count_flops(multi_branch(net), (3, 64, 64))
     assert unfused - fused == 3 * 2 * 32 * 32 * 16 * 16  # exactly the three 1x1 branches (32 -> 32 channels on 16x16 maps)

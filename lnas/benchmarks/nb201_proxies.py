@@ -240,14 +240,15 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     truth = {n: "cifar10_valid_acc" if n in set(cfg.valid_accuracy_proxies) else "cifar10_test_acc" for n in names}
     directions = {p.name: p.higher_is_better for p in scored} | {"ensemble": True}
     omit_nan = cfg.nan_scores == "omit"
-    correlations = {n: rank_correlations([r[n] for r in rows], [r[truth[n]] for r in rows], directions[n], omit_nan) for n in names}
+    by_column = {column: {n: rank_correlations([r[n] for r in rows], [r[column] for r in rows], directions[n], omit_nan) for n in names}
+                 for column in TRUTH_COLUMNS}
+    correlations = {n: by_column[truth[n]][n] for n in names}
     results: dict = {"n": len(rows), "seed": cfg.seed, "batch": cfg.batch, "cell_conv_bias": cfg.cell_conv_bias,
                      "device": str(device), "threads": torch.get_num_threads(),
                      "ensemble_uses": ensemble.used, "aggregation": ensemble.aggregation, "truth": truth, "nan_scores": cfg.nan_scores,
                      "nan_count": {n: sum(math.isnan(r[n]) for r in rows) for n in names},
                      "spearman": {n: c[0] for n, c in correlations.items()}, "kendall": {n: c[1] for n, c in correlations.items()}}
-    results["spearman_by_truth"] = {column: {n: rank_correlations([r[n] for r in rows], [r[column] for r in rows], directions[n], omit_nan)[0]
-                                             for n in names} for column in TRUTH_COLUMNS}
+    results["spearman_by_truth"] = {column: {n: c[0] for n, c in by_name.items()} for column, by_name in by_column.items()}
     results["ensemble_gain_over_params"] = results["spearman"]["ensemble"] - results["spearman"].get("params", math.nan)
     results["seconds_per_arch"] = {name: statistics.median(values) for name, values in seconds.items() if values}
     results["seconds_per_arch"]["all_proxies_shared"] = scoring_seconds

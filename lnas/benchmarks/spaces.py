@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 import statistics
 import time
@@ -25,28 +24,7 @@ from torch import nn
 from lnas.benchmarks.latency_fidelity import load_space
 from lnas.hardware import OrtLatencyEstimator
 from lnas.predictors.base import flatten_outputs
-from lnas.spaces import RepVGGBlock, reparameterize
-
-
-class MultiBranch(nn.Module):
-    """A RepVGG block kept in its multi-branch form in eval mode (what an unfused export would run)."""
-
-    def __init__(self, block: RepVGGBlock) -> None:
-        super().__init__()
-        self.block = block
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.block.forward_branches(x)
-
-
-def multi_branch(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` whose RepVGG blocks run their branches (never the fused conv)."""
-    model = copy.deepcopy(model)
-    for parent in list(model.modules()):
-        for name, child in parent.named_children():
-            if isinstance(child, RepVGGBlock):
-                setattr(parent, name, MultiBranch(child))
-    return model
+from lnas.spaces.repvgg import multi_branch, reparameterize
 
 
 def extraction_ms(space, samples: int, seed: int) -> list[float]:

@@ -24,8 +24,8 @@ from torch import nn
 
 from lnas.predictors.base import (
     Inputs,
-    Proxy,
     SharedPass,
+    SharedPassProxy,
     feature_modules,
     gaussian,
     input_shape,
@@ -98,7 +98,7 @@ def az_nas_scores(proxies: Sequence[AZNASProxy], model: nn.Module, inputs: Input
     return {name: (value if not math.isnan(value) else -math.inf) for name, value in scores.items()}
 
 
-class AZNASProxy(Proxy):
+class AZNASProxy(SharedPassProxy):
     """One AZ-NAS component, from ``batch_size`` Gaussian inputs of the given input shape. Data-free; higher is better."""
 
     needs_data = False
@@ -107,9 +107,6 @@ class AZNASProxy(Proxy):
         if batch_size < 1:
             raise ValueError(f"{self.name}.batch_size must be >= 1, got {batch_size}")
         self.batch_size, self.seed = batch_size, seed
-
-    def score(self, model: nn.Module, inputs: Inputs, targets: object | None = None) -> float:
-        return az_nas_scores([self], model, inputs, targets)[self.name]
 
     def shared_pass(self) -> tuple[SharedPass, Hashable]:
         return az_nas_scores, (self.batch_size, self.seed)

@@ -106,6 +106,18 @@ class Proxy(ABC):
         return f"{type(self).__name__}({settings})"
 
 
+class SharedPassProxy(Proxy):
+    """A proxy computed by its shared pass alone: scoring it by itself runs that pass for it alone."""
+
+    @abstractmethod
+    def shared_pass(self) -> tuple[SharedPass, Hashable]:
+        """The pass that computes this proxy, as ``(function, settings that must match)``."""
+
+    def score(self, model: nn.Module, inputs: Inputs, targets: object | None = None) -> float:
+        function, _ = self.shared_pass()
+        return function([self], model, inputs, targets)[self.name]
+
+
 def score_proxies(proxies: Sequence[Proxy], model: nn.Module, inputs: Inputs, targets: object | None = None) -> dict[str, float]:
     """Every proxy's score of ``model``, running each shared pass once for all the proxies that use it."""
     groups: dict[Hashable, list[Proxy]] = {}

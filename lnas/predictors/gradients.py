@@ -29,8 +29,8 @@ from torch import nn
 
 from lnas.predictors.base import (
     Inputs,
-    Proxy,
     SharedPass,
+    SharedPassProxy,
     first,
     flatten_outputs,
     logits_of,
@@ -140,7 +140,7 @@ def gradient_scores(proxies: Sequence[GradientProxy], model: nn.Module, inputs: 
     return scores
 
 
-class GradientProxy(Proxy):
+class GradientProxy(SharedPassProxy):
     """A proxy computed by :func:`gradient_scores` on the first ``batch_size`` samples (64 in the papers)."""
 
     needs_data = True
@@ -150,9 +150,6 @@ class GradientProxy(Proxy):
         if batch_size < 1:
             raise ValueError(f"{self.name}.batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
-
-    def score(self, model: nn.Module, inputs: Inputs, targets: object | None = None) -> float:
-        return gradient_scores([self], model, inputs, targets)[self.name]
 
     def shared_pass(self) -> tuple[SharedPass, Hashable]:
         return gradient_scores, self.batch_size

@@ -10,6 +10,8 @@ deployment in PyTorch (the branches are dropped).
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -85,6 +87,27 @@ class RepVGGBlock(nn.Module):
         self.fused.weight.copy_(weight)
         self.fused.bias.copy_(bias)
         self.dense = self.pointwise = self.identity = None
+
+
+class MultiBranch(nn.Module):
+    """A RepVGG block kept in its multi-branch form in eval mode (what an unfused export would run)."""
+
+    def __init__(self, block: RepVGGBlock) -> None:
+        super().__init__()
+        self.block = block
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block.forward_branches(x)
+
+
+def multi_branch(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose RepVGG blocks run their branches (never the fused conv), e.g. to measure fusion's gain."""
+    model = copy.deepcopy(model)
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, RepVGGBlock):
+                setattr(parent, name, MultiBranch(child))
+    return model
 
 
 def reparameterize(model: nn.Module) -> nn.Module:
