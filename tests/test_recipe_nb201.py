@@ -11,13 +11,14 @@ import csv
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_module
 from hydra.errors import InstantiationException
 from omegaconf import OmegaConf
 
-from lnas.benchmarks.correlation import rank_correlations
+from lnas.benchmarks.correlation import rank_correlations, spearman_interval
 from lnas.benchmarks.nb201_proxies import CifarSample, architecture_batch
 from lnas.io import data_dir
 from lnas.reproduce import run_recipe
@@ -37,6 +38,23 @@ def test_rank_correlations_have_the_textbook_values():
     assert rank_correlations([-math.inf, 1, 2, 3], [0, 1, 2, 3], omit_nan=True) == pytest.approx((1.0, 1.0))  # -inf is kept, last
     with pytest.raises(ValueError, match="differ in length: 3 vs 2"):
         rank_correlations([1, 2, 3], [1, 2])
+
+
+def test_spearman_interval_brackets_rho_and_narrows_with_more_architectures():
+    assert spearman_interval([1, 2, 3, 4, 5], [10, 20, 30, 40, 50]) == (1.0, 1.0)  # every resample is perfectly ordered
+    generator = np.random.default_rng(0)
+    widths = []
+    for n in (100, 1600):
+        truth = generator.normal(size=n)
+        scores = truth + generator.normal(size=n)  # population rho = 6/pi * asin(1/(2*sqrt(2))) = 0.68
+        low, high = spearman_interval(scores, truth)
+        assert low < rank_correlations(scores, truth)[0] < high
+        assert low < 0.68 < high
+        widths.append(high - low)
+    assert widths[0] / widths[1] == pytest.approx(4.0, rel=0.3)  # 16x the architectures: a 4x narrower interval
+    assert spearman_interval([1, 2, 3, 4, 5], [5, 4, 3, 2, 1], higher_is_better=False) == (1.0, 1.0)
+    with pytest.raises(ValueError, match="level must be between 0 and 1"):
+        spearman_interval([1, 2, 3], [1, 2, 3], level=95)
 
 
 def compose_recipe(*overrides: str):
@@ -70,6 +88,10 @@ def test_the_recipe_runs_on_20_architectures(tmp_path, capsys):
     assert all(by_truth[results["truth"][name]][name] == results["spearman"][name] for name in results["spearman"])
     assert by_truth["cifar10_test_acc"]["synflow"] != by_truth["cifar10_valid_acc"]["synflow"]
     assert {"forward_backward", "synflow", "naswot", "six_shared", "ensemble", "all_proxies_shared"} <= set(results["seconds_per_arch"])
+    for name, rho in results["spearman"].items():
+        low, high = results["spearman_ci95"][name]
+        assert low <= rho <= high and high - low > 0.05  # 20 architectures leave a wide interval
+    assert (tmp_path / "correlations.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     with open(tmp_path / "scores.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -77,6 +99,10 @@ def test_the_recipe_runs_on_20_architectures(tmp_path, capsys):
     space = NB201Space()
     assert all(space.encode(space.decode(row["arch"])) == row["arch"] for row in rows)
     assert len({row["idx"] for row in rows}) == 20
+    for name, rho in results["spearman"].items():  # the finite-only diagnostic differs exactly where a score is not finite
+        non_finite = sum(not math.isfinite(float(row[name])) for row in rows)
+        assert results["non_finite_count"][name] == non_finite
+        assert (results["spearman_finite_scores_only"][name] == pytest.approx(rho)) == (non_finite == 0)
 
     # a second run reuses the first one's scores and computes only what is missing
     again = compose_recipe("n=20", "batch_size=16", "proxies=[params,flops,synflow,naswot,jacob_cov]", "ensemble=[flops,synflow,naswot]",

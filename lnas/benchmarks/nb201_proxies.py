@@ -10,6 +10,11 @@ scores every network on the same batch. Each proxy takes the first ``batch_size`
 NASWOT 128; ZiCo two batches of 64). Proxies are compared with the benchmark's CIFAR-10 test accuracy, except those
 of Abdelfattah et al., who used cifar10-valid.
 
+Each rho comes with a 95% bootstrap interval (``spearman_ci95``), so a miss can be told from sampling noise, and
+``correlations.png`` shows every proxy's rank against the accuracy it is compared with. ``spearman_finite_scores_only``
+is a diagnostic: rho over the architectures with a finite score (e.g. without Zen-score's ``-inf`` for cells whose
+output does not depend on the input).
+
 Timing (side by side, same device and threads): on the first ``timing_archs`` architectures, each proxy alone, the
 six proxies of Abdelfattah et al. together, the ensemble, and one forward+backward pass of the batch of 64.
 """
@@ -32,10 +37,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torchvision.transforms import v2
 
-from lnas.benchmarks.correlation import rank_correlations
-from lnas.io import atomic_write_text, data_dir
+from lnas.benchmarks.correlation import rank_correlations, spearman_interval
+from lnas.io import atomic_write, atomic_write_text, data_dir
 from lnas.predictors.base import Proxy, score_proxies
-from lnas.predictors.ensemble import ZeroShotEnsemble, warn_non_finite
+from lnas.predictors.ensemble import ZeroShotEnsemble, population_ranks, warn_non_finite
 from lnas.predictors.registry import load_proxy
 from lnas.spaces.nb201 import NB201Space
 
@@ -152,14 +157,43 @@ def scores_csv(rows: Sequence[dict], columns: Sequence[str]) -> str:
 
 
 def render_table(names: Sequence[str], results: dict, expected: dict) -> str:
-    lines = ["| proxy | spearman | kendall | published | vs | NaN scores | s/arch |", "|---|---|---|---|---|---|---|"]
+    lines = ["| proxy | spearman | 95% CI | kendall | published | vs | NaN scores | s/arch |", "|---|---|---|---|---|---|---|---|"]
     for name in names:
         published = expected.get(f"spearman.{name}", {})
         value = published.get("value", published.get("min", ""))
         seconds = results["seconds_per_arch"].get(name, math.nan)
-        lines.append(f"| {name} | {results['spearman'][name]:.3f} | {results['kendall'][name]:.3f} | {value} | "
+        low, high = results["spearman_ci95"][name]
+        lines.append(f"| {name} | {results['spearman'][name]:.3f} | {low:.3f}–{high:.3f} | {results['kendall'][name]:.3f} | {value} | "
                      f"{results['truth'][name]} | {results['nan_count'][name]} | {seconds:.3g} |")
     return "\n".join(lines)
+
+
+def write_correlation_figure(rows: Sequence[dict], names: Sequence[str], truth: dict[str, str], directions: dict[str, bool],
+                             spearman: dict[str, float], path: Path) -> Path:
+    """One panel per proxy: its population rank (non-finite scores lowest) against the accuracy it is compared with."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = min(4, len(names))
+    lines = math.ceil(len(names) / columns)
+    fig, axes = plt.subplots(lines, columns, figsize=(3.2 * columns, 2.8 * lines), dpi=110, squeeze=False)
+    for ax, name in zip(axes.flat, names, strict=False):
+        ranks = population_ranks([r[name] for r in rows], directions[name]) / len(rows)
+        ax.scatter([r[truth[name]] for r in rows], ranks, s=3, alpha=0.4, c="tab:red" if name == "ensemble" else "tab:blue")
+        ax.set_title(f"{name}  rho={spearman[name]:.3f}", fontsize=9)
+        ax.set_xlabel(f"{truth[name]} (%)", fontsize=7)
+        ax.set_ylabel("score rank (fraction)", fontsize=7)
+        ax.tick_params(labelsize=6)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.suptitle(f"NAS-Bench-201 CIFAR-10: zero-cost proxies vs accuracy ({len(rows)} architectures)", fontsize=10)
+    fig.tight_layout()
+    written = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+    return written
 
 
 def configured_proxies(cfg: DictConfig) -> tuple[list[Proxy], ZeroShotEnsemble, list[Proxy]]:
@@ -243,16 +277,23 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     by_column = {column: {n: rank_correlations([r[n] for r in rows], [r[column] for r in rows], directions[n], omit_nan) for n in names}
                  for column in TRUTH_COLUMNS}
     correlations = {n: by_column[truth[n]][n] for n in names}
+    intervals = {n: spearman_interval([r[n] for r in rows], [r[truth[n]] for r in rows], directions[n], omit_nan, seed=cfg.seed) for n in names}
+    finite_only = {n: rank_correlations(*zip(*[(r[n], r[truth[n]]) for r in rows if math.isfinite(r[n])], strict=True), directions[n])[0]
+                   for n in names if sum(math.isfinite(r[n]) for r in rows) >= 2}
     results: dict = {"n": len(rows), "seed": cfg.seed, "batch": cfg.batch, "cell_conv_bias": cfg.cell_conv_bias,
                      "device": str(device), "threads": torch.get_num_threads(),
                      "ensemble_uses": ensemble.used, "aggregation": ensemble.aggregation, "truth": truth, "nan_scores": cfg.nan_scores,
                      "nan_count": {n: sum(math.isnan(r[n]) for r in rows) for n in names},
                      "spearman": {n: c[0] for n, c in correlations.items()}, "kendall": {n: c[1] for n, c in correlations.items()}}
+    results["spearman_ci95"] = {n: list(interval) for n, interval in intervals.items()}
     results["spearman_by_truth"] = {column: {n: c[0] for n, c in by_name.items()} for column, by_name in by_column.items()}
+    results["non_finite_count"] = {n: sum(not math.isfinite(r[n]) for r in rows) for n in names}
+    results["spearman_finite_scores_only"] = finite_only
     results["ensemble_gain_over_params"] = results["spearman"]["ensemble"] - results["spearman"].get("params", math.nan)
     results["seconds_per_arch"] = {name: statistics.median(values) for name, values in seconds.items() if values}
     results["seconds_per_arch"]["all_proxies_shared"] = scoring_seconds
     results["timing"] = timing_results(seconds, cfg.six)
+    write_correlation_figure(rows, names, truth, directions, results["spearman"], out_dir / "correlations.png")
     print(render_table(names, results, OmegaConf.to_container(cfg.get("expected", {}), resolve=True)))
     print(f"six proxies shared / one forward+backward: {results['timing']['six_over_forward_backward']:.2f} "
           f"(median over {results['timing']['archs']} archs, {device}, {torch.get_num_threads()} threads)")
