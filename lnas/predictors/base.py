@@ -66,9 +66,40 @@ def weight_layers(model: nn.Module) -> list[nn.Conv2d | nn.Linear]:
     return [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
 
 
+def _centred_exactly(module: nn.modules.batchnorm._BatchNorm, args: tuple) -> tuple | None:
+    """Forward pre-hook: the input minus its per-channel batch mean, refined once so that a constant channel becomes
+    exactly zero; None (input unchanged) when the layer normalises with running statistics."""
+    (x,) = args
+    if not (module.training or module.running_mean is None) or x.dim() < 2:
+        return None
+    with torch.no_grad():
+        dims = [0, *range(2, x.dim())]
+        mean = x.mean(dim=dims, keepdim=True)
+        mean = mean + (x - mean).mean(dim=dims, keepdim=True)
+    return (x - mean,)
+
+
+def exact_batch_statistics(net: nn.Module) -> nn.Module:
+    """Make ``net``'s batch-statistics BatchNorm layers exact for channels that are constant over the batch.
+
+    A channel is constant when its input is (e.g. the bias of a convolution applied to a zero tensor, as in a cell
+    whose input is the ``none`` op's zeros). In exact arithmetic BatchNorm maps it to 0 and a following ReLU passes no
+    gradient. A float32 mean on the CPU is off by a rounding error, so the layer outputs noise of about 1e-5, the
+    ReLU passes half of it and every such layer multiplies the gradient by ``1/sqrt(eps)`` (316): fisher then rates
+    such untrainable cells among the best (up to 1e9 instead of about 1e-5). Centring each input by its per-channel
+    mean, refined once, makes constant channels exactly zero. Batch normalisation is invariant to per-channel shifts,
+    so the network computes the same function, with the same derivatives of every order.
+    """
+    for module in net.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.register_forward_pre_hook(_centred_exactly)
+    return net
+
+
 def scoring_copy(model: nn.Module) -> nn.Module:
-    """A deep copy in training mode with fresh gradients, so that scoring never touches ``model``."""
-    net = copy.deepcopy(model).train()
+    """A deep copy in training mode with fresh gradients and exact batch statistics, so that scoring never touches
+    ``model`` and a constant channel scores as exact arithmetic says (:func:`exact_batch_statistics`)."""
+    net = exact_batch_statistics(copy.deepcopy(model).train())
     for parameter in net.parameters():
         parameter.grad = None
         parameter.requires_grad_(True)
