@@ -32,6 +32,7 @@ from lnas.predictors import (
     score_proxies,
     warn_non_finite,
 )
+from lnas.predictors.base import scoring_copy
 from lnas.predictors.ensemble import population_ranks
 from lnas.predictors.registry import available, load_proxy
 from lnas.spaces.nb201 import NB201Space
@@ -233,3 +234,36 @@ def test_scoring_many_candidates_keeps_memory_flat(tiny_nb201, batch):
     for _ in range(5):
         ensemble.components(tiny_nb201, *batch)
     assert live_tensors() <= before + 5
+
+
+def test_scoring_copies_map_a_constant_channel_to_exact_zero_and_leave_the_function_unchanged():
+    net = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, 4, 1), nn.BatchNorm2d(4, affine=False))
+    copy_ = scoring_copy(net)
+    constant = torch.randn(3, generator=torch.Generator().manual_seed(2)).view(1, 3, 1, 1).expand(64, 3, 8, 8)
+    assert torch.equal(copy_[1](constant.repeat(1, 2, 1, 1)), torch.zeros(64, 6, 8, 8))  # exact, not ~1e-5 noise
+
+    x = torch.randn(16, 3, 8, 8, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    plain, exact = copy.deepcopy(net).double(), scoring_copy(net.double())
+    torch.testing.assert_close(exact.eval()(x), plain.eval()(x), rtol=1e-12, atol=1e-12)  # running statistics: no shift
+    plain.train(), exact.train()
+    torch.testing.assert_close(exact(x), plain(x), rtol=1e-12, atol=1e-12)
+
+    def hessian_vector(model):  # BatchNorm is shift invariant: first and second derivatives agree as well
+        weights = [model[0].weight, model[3].weight]
+        grads = torch.autograd.grad(model(x).square().sum(), weights, create_graph=True)
+        return torch.autograd.grad(sum(g.sum() for g in grads), weights)
+
+    for got, want in zip(hessian_vector(exact), hessian_vector(plain), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+
+
+def test_fisher_rates_a_cell_that_never_sees_its_input_as_the_worst_not_the_best():
+    # node 1 is the zero op, so the convolutions after it see zeros and output only their bias (a constant channel)
+    space, generator = NB201Space(channels=4, cells_per_stage=2, cell_conv_bias=True), torch.Generator().manual_seed(4)
+    x, y = torch.randn(16, 3, 16, 16, generator=generator), torch.randint(0, 10, (16,), generator=generator)
+    dead = "|none~0|+|none~0|nor_conv_1x1~1|+|none~0|avg_pool_3x3~1|nor_conv_1x1~2|"
+    alive = "|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|none~2|"
+    torch.manual_seed(0)
+    scores = {arch: score_proxies([Fisher(), GradNorm()], space.build(space.decode(arch)), x, y) for arch in (dead, alive)}
+    assert scores[dead]["grad_norm"] == 0.0
+    assert scores[dead]["fisher"] < 1e-2 * scores[alive]["fisher"]  # about 1e9 when rounding noise passed the ReLUs
