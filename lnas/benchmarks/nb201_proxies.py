@@ -278,8 +278,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
                  for column in TRUTH_COLUMNS}
     correlations = {n: by_column[truth[n]][n] for n in names}
     intervals = {n: spearman_interval([r[n] for r in rows], [r[truth[n]] for r in rows], directions[n], omit_nan, seed=cfg.seed) for n in names}
-    finite_only = {n: rank_correlations(*zip(*[(r[n], r[truth[n]]) for r in rows if math.isfinite(r[n])], strict=True), directions[n])[0]
-                   for n in names if sum(math.isfinite(r[n]) for r in rows) >= 2}
+    finite_pairs = {n: [(r[n], r[truth[n]]) for r in rows if math.isfinite(r[n])] for n in names}
     results: dict = {"n": len(rows), "seed": cfg.seed, "batch": cfg.batch, "cell_conv_bias": cfg.cell_conv_bias,
                      "device": str(device), "threads": torch.get_num_threads(),
                      "ensemble_uses": ensemble.used, "aggregation": ensemble.aggregation, "truth": truth, "nan_scores": cfg.nan_scores,
@@ -287,8 +286,9 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
                      "spearman": {n: c[0] for n, c in correlations.items()}, "kendall": {n: c[1] for n, c in correlations.items()}}
     results["spearman_ci95"] = {n: list(interval) for n, interval in intervals.items()}
     results["spearman_by_truth"] = {column: {n: c[0] for n, c in by_name.items()} for column, by_name in by_column.items()}
-    results["non_finite_count"] = {n: sum(not math.isfinite(r[n]) for r in rows) for n in names}
-    results["spearman_finite_scores_only"] = finite_only
+    results["non_finite_count"] = {n: len(rows) - len(pairs) for n, pairs in finite_pairs.items()}
+    results["spearman_finite_scores_only"] = {n: rank_correlations(*zip(*pairs, strict=True), directions[n])[0]
+                                              for n, pairs in finite_pairs.items() if len(pairs) >= 2}
     results["ensemble_gain_over_params"] = results["spearman"]["ensemble"] - results["spearman"].get("params", math.nan)
     results["seconds_per_arch"] = {name: statistics.median(values) for name, values in seconds.items() if values}
     results["seconds_per_arch"]["all_proxies_shared"] = scoring_seconds
