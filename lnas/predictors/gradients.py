@@ -7,7 +7,10 @@ cross-entropy loss of one batch, scores summed over the Conv2d and Linear weight
 
 - grad_norm: ``sum over layers of ||dL/dW||_2``.
 - snip (Lee et al., ICLR 2019): ``sum |dL/dW ⊙ W|``.
-- grasp (Wang et al., ICLR 2020): ``sum -W ⊙ (H g)``, ``g = dL/dW``, ``H`` the Hessian of the loss.
+- grasp (Wang et al., ICLR 2020): ``sum -W ⊙ (H g)``, ``g = dL/dW``, ``H`` the Hessian of the loss. For a layer
+  whose output only feeds a BatchNorm the loss is invariant to rescaling ``W``, so ``H W = -g`` and its term is
+  ``||g||²`` (:mod:`lnas.predictors.scale_invariance`); the double backward is only needed for the other layers
+  (``g · d(W_rest · dL/dW_rest)/dW``, by the symmetry of ``H``).
 - fisher (Theis et al., 2018; Turner et al., ICLR 2020): per output channel ``0.5 * mean_n (sum_hw a ⊙ dL/da)^2`` of
   each layer's output ``a``, broadcast to every weight of the channel (as the reference does) and summed.
 - jacob_cov (Mellor et al., v1 of "Neural Architecture Search without Training"): the Jacobian ``J`` of the summed
@@ -15,8 +18,9 @@ cross-entropy loss of one batch, scores summed over the Conv2d and Linear weight
 - zico: per-weight gradients of two batches; ``sum over layers of log(sum mean|g| / std(g))`` over weights with std > 0.
 
 Shared passes: one forward of the first batch, one backward of the loss for all weight gradients (with a graph
-when grasp needs the Hessian-gradient product), the fisher statistics hooked into that backward, one extra backward
-for the input Jacobian and one for ``H g``; ZiCo's second batch is one more forward/backward.
+when grasp needs a Hessian-vector product), the fisher statistics hooked into that backward, one extra backward
+for the input Jacobian and one through the layers not followed by BatchNorm for grasp; ZiCo's second batch is one
+more forward/backward.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from lnas.predictors.base import (
     scoring_copy,
     weight_layers,
 )
+from lnas.predictors.scale_invariance import ScaleInvariantLayers
 
 JACOB_COV_K = 1e-5
 LOSS_PROXIES = frozenset({"grad_norm", "snip", "grasp", "fisher", "zico"})
@@ -92,6 +97,19 @@ def zico_score(batch_grads: Sequence[Sequence[torch.Tensor | None]]) -> float:
     return total
 
 
+def grasp_score(weights: Sequence[torch.Tensor], grads: Sequence[torch.Tensor | None], scale_invariant: set[int]) -> float:
+    """``sum -W ⊙ (H g)`` over ``weights`` from their loss gradients ``grads`` (made with a graph unless every layer is
+    in ``scale_invariant``): ``||g_l||²`` for a scale-invariant layer ``l`` (``H W_l = -g_l``), and for the rest
+    ``-g · H W_rest``, the gradient of ``W_rest · g_rest`` along ``g``."""
+    score = sum((g.detach().pow(2).sum() for k, g in enumerate(grads) if k in scale_invariant and g is not None), torch.tensor(0.0))
+    rest = [k for k, g in enumerate(grads) if k not in scale_invariant and g is not None]
+    if rest:
+        directional = sum((weights[k].detach() * grads[k]).sum() for k in rest)
+        hessian_weights = torch.autograd.grad(directional, weights, retain_graph=True, allow_unused=True)
+        score = score - sum((g.detach() * hw).sum() for g, hw in zip(grads, hessian_weights, strict=True) if g is not None and hw is not None)
+    return float(score)
+
+
 def _weight_grads(net: nn.Module, weights: list[torch.Tensor], inputs: torch.Tensor, targets: torch.Tensor, proxy: str) -> tuple:
     loss = F.cross_entropy(logits_of(net(inputs), proxy), targets)
     return torch.autograd.grad(loss, weights, allow_unused=True)
@@ -109,12 +127,19 @@ def gradient_scores(proxies: Sequence[GradientProxy], model: nn.Module, inputs: 
     y = require_targets(first(targets, batch_size) if isinstance(targets, torch.Tensor) else targets, x, proxies[0].name) \
         if names & LOSS_PROXIES else None
     fisher = FisherTap(layers) if "fisher" in names else None
+    invariance = ScaleInvariantLayers(net, layers) if "grasp" in names else None
     output = net(x)
     scores: dict[str, float] = {}
     grads: tuple = ()
+    scale_invariant: set[int] = set()
+    if invariance is not None:
+        invariance.close()
     if names & LOSS_PROXIES:
         loss = F.cross_entropy(logits_of(output, proxies[0].name), y)
-        grads = torch.autograd.grad(loss, weights, create_graph="grasp" in names, retain_graph=True, allow_unused=True)
+        if invariance is not None:
+            scale_invariant = invariance.find(loss)
+        needs_graph = "grasp" in names and len(scale_invariant) < len(layers)
+        grads = torch.autograd.grad(loss, weights, create_graph=needs_graph, retain_graph=True, allow_unused=True)
     if fisher is not None:
         fisher.close()
         scores["fisher"] = float(fisher.total)
@@ -124,9 +149,7 @@ def gradient_scores(proxies: Sequence[GradientProxy], model: nn.Module, inputs: 
         if "snip" in names:
             scores["snip"] = float(sum((g * w).abs().sum() for g, w in zip(grads, weights, strict=True) if g is not None))
     if "grasp" in names:
-        z = sum((g.detach() * g).sum() for g in grads if g is not None)
-        hessian_grad = torch.autograd.grad(z, weights, retain_graph=True, allow_unused=True)
-        scores["grasp"] = float(sum(-(w.detach() * hg).sum() for w, hg in zip(weights, hessian_grad, strict=True) if hg is not None))
+        scores["grasp"] = grasp_score(weights, grads, scale_invariant)
     if "jacob_cov" in names:
         (jacobian,) = torch.autograd.grad(sum(t.sum() for t in flatten_outputs(output)), x)
         scores["jacob_cov"] = jacob_cov_score(jacobian)
