@@ -66,17 +66,28 @@ def weight_layers(model: nn.Module) -> list[nn.Conv2d | nn.Linear]:
     return [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
 
 
-def _centred_exactly(module: nn.modules.batchnorm._BatchNorm, args: tuple) -> tuple | None:
-    """Forward pre-hook: the input minus its per-channel batch mean, refined once so that a constant channel becomes
-    exactly zero; None (input unchanged) when the layer normalises with running statistics."""
+def _zero_constant_channels(module: nn.modules.batchnorm._BatchNorm, args: tuple) -> tuple | None:
+    """Forward pre-hook: the input with every channel that is constant over the batch shifted to exactly zero; None
+    (input unchanged) when no channel is constant or the layer normalises with running statistics.
+
+    Candidates are the channels constant over the first two samples (a cheap test); only those are checked on the
+    whole batch."""
     (x,) = args
     if not (module.training or module.running_mean is None) or x.dim() < 2:
         return None
     with torch.no_grad():
-        dims = [0, *range(2, x.dim())]
-        mean = x.mean(dim=dims, keepdim=True)
-        mean = mean + (x - mean).mean(dim=dims, keepdim=True)
-    return (x - mean,)
+        flat = x.flatten(2) if x.dim() > 2 else x.unsqueeze(2)
+        first = flat[:1, :, :1]
+        candidates = (flat[:2] == first).all(dim=2).all(dim=0).nonzero().squeeze(1)
+        if len(candidates) == 0:
+            return None
+        values = first[0, candidates, 0]
+        constant = (flat[:, candidates] == values.view(1, -1, 1)).all(dim=2).all(dim=0)
+        if not bool(constant.any()):
+            return None
+        shift = x.new_zeros(x.shape[1])
+        shift[candidates[constant]] = values[constant]
+    return (x - shift.view(1, -1, *([1] * (x.dim() - 2))),)
 
 
 def exact_batch_statistics(net: nn.Module) -> nn.Module:
@@ -86,13 +97,13 @@ def exact_batch_statistics(net: nn.Module) -> nn.Module:
     whose input is the ``none`` op's zeros). In exact arithmetic BatchNorm maps it to 0 and a following ReLU passes no
     gradient. A float32 mean on the CPU is off by a rounding error, so the layer outputs noise of about 1e-5, the
     ReLU passes half of it and every such layer multiplies the gradient by ``1/sqrt(eps)`` (316): fisher then rates
-    such untrainable cells among the best (up to 1e9 instead of about 1e-5). Centring each input by its per-channel
-    mean, refined once, makes constant channels exactly zero. Batch normalisation is invariant to per-channel shifts,
-    so the network computes the same function, with the same derivatives of every order.
+    such untrainable cells among the best (up to 1e9 instead of about 1e-5). Shifting each constant channel by its
+    value makes it exactly zero; other channels are passed on untouched. Batch normalisation is invariant to
+    per-channel shifts, so the network computes the same function, with the same derivatives of every order.
     """
     for module in net.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.register_forward_pre_hook(_centred_exactly)
+            module.register_forward_pre_hook(_zero_constant_channels)
     return net
 
 
