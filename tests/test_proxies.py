@@ -241,6 +241,11 @@ def test_scoring_copies_map_a_constant_channel_to_exact_zero_and_leave_the_funct
     copy_ = scoring_copy(net)
     constant = torch.randn(3, generator=torch.Generator().manual_seed(2)).view(1, 3, 1, 1).expand(64, 3, 8, 8)
     assert torch.equal(copy_[1](constant.repeat(1, 2, 1, 1)), torch.zeros(64, 6, 8, 8))  # exact, not ~1e-5 noise
+    mixed = torch.cat([constant, torch.randn(64, 3, 8, 8, generator=torch.Generator().manual_seed(4))], dim=1)
+    mixed[1, 3] = mixed[0, 3]  # channel 3 agrees over the first two samples only: not constant, left as it is
+    normalised = copy_[1](mixed)
+    assert torch.equal(normalised[:, :3], torch.zeros(64, 3, 8, 8)) and normalised[:, 3].abs().min() > 0
+    torch.testing.assert_close(normalised, copy.deepcopy(net[1])(mixed))
 
     x = torch.randn(16, 3, 8, 8, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     plain, exact = copy.deepcopy(net).double(), scoring_copy(net.double())
