@@ -73,7 +73,7 @@ def test_the_recipe_expects_every_published_value_within_0_05():
 
 def test_the_recipe_runs_on_20_architectures(tmp_path, capsys):
     cfg = compose_recipe("n=20", "batch_size=16", "proxies=[params,flops,synflow,naswot]", "ensemble=[flops,synflow,naswot]",
-                         "six=[synflow]", "timing_archs=2", "checkpoint_every=10", "device=cpu")
+                         "six=[synflow]", "timing_archs=2", "timing_repeats=2", "checkpoint_every=10", "device=cpu")
     cfg.expected = {"spearman.params": {"min": 0.3, "source": "20 archs"}, "spearman.ensemble": {"min": 0.3, "source": "20 archs"},
                     "timing.six_over_forward_backward": {"max": 100.0, "source": "synflow alone is cheap"}}
     assert run_recipe(cfg, tmp_path) == 0
@@ -88,6 +88,7 @@ def test_the_recipe_runs_on_20_architectures(tmp_path, capsys):
     assert all(by_truth[results["truth"][name]][name] == results["spearman"][name] for name in results["spearman"])
     assert by_truth["cifar10_test_acc"]["synflow"] != by_truth["cifar10_valid_acc"]["synflow"]
     assert {"forward_backward", "synflow", "naswot", "six_shared", "ensemble", "all_proxies_shared"} <= set(results["seconds_per_arch"])
+    assert results["timing"]["archs"] == 2 and results["timing"]["repeats"] == 2
     for name, rho in results["spearman"].items():
         low, high = results["spearman_ci95"][name]
         assert low <= rho <= high and high - low > 0.05  # 20 architectures leave a wide interval
@@ -131,5 +132,12 @@ def test_each_architecture_gets_its_own_reproducible_augmented_batch():
 def test_an_unknown_batch_mode_is_rejected_before_scoring(tmp_path):
     cfg = compose_recipe("n=20", "batch=shuffled", "device=cpu")
     with pytest.raises(InstantiationException, match=r"batch must be one of \['fixed', 'per_arch'\], got 'shuffled'"):
+        run_recipe(cfg, tmp_path)
+    assert not (tmp_path / "scores.csv").exists()
+
+
+def test_a_timing_repeat_count_below_one_is_rejected_before_scoring(tmp_path):
+    cfg = compose_recipe("n=20", "timing_repeats=0", "device=cpu")
+    with pytest.raises(InstantiationException, match=r"timing_repeats must be >= 1, got 0"):
         run_recipe(cfg, tmp_path)
     assert not (tmp_path / "scores.csv").exists()

@@ -16,7 +16,9 @@ is a diagnostic: rho over the architectures with a finite score (e.g. without Ze
 output does not depend on the input).
 
 Timing (side by side, same device and threads): on the first ``timing_archs`` architectures, each proxy alone, the
-six proxies of Abdelfattah et al. together, the ensemble, and one forward+backward pass of the batch of 64.
+six proxies of Abdelfattah et al. together, the ensemble, and one forward+backward pass of the batch of 64, each the
+median of ``timing_repeats`` interleaved rounds (on a shared machine one round's median over 10 architectures varied
+from 3.8 to 4.5 forward+backward passes for the six).
 """
 
 from __future__ import annotations
@@ -124,17 +126,22 @@ def forward_backward(model: nn.Module, inputs: torch.Tensor, targets: torch.Tens
 
 
 def measure_timings(models: Sequence[nn.Module], proxies: Sequence[Proxy], groups: dict[str, Sequence[Proxy]],
-                    inputs: torch.Tensor, targets: torch.Tensor, device: torch.device) -> dict[str, list[float]]:
-    """Per-architecture seconds of each proxy alone, of each group scored together, and of one forward+backward."""
+                    inputs: torch.Tensor, targets: torch.Tensor, device: torch.device, repeats: int = 1) -> dict[str, list[float]]:
+    """Per-architecture seconds of each proxy alone, of each group scored together, and of one forward+backward: the
+    median of ``repeats`` rounds, each round timing all of them one after the other (so drift hits all alike)."""
     seconds: dict[str, list[float]] = {name: [] for name in ["forward_backward", *groups, *(p.name for p in proxies)]}
     for model in models:
         run = forward_backward(model, inputs, targets)
         run()  # warm-up (allocator, kernels)
-        seconds["forward_backward"].append(timed(run, device))
-        for proxy in proxies:
-            seconds[proxy.name].append(timed(lambda p=proxy, net=model: p.score(net, inputs, targets), device))
-        for name, members in groups.items():
-            seconds[name].append(timed(lambda m=members, net=model: score_proxies(m, net, inputs, targets), device))
+        rounds: dict[str, list[float]] = {name: [] for name in seconds}
+        for _ in range(repeats):
+            rounds["forward_backward"].append(timed(run, device))
+            for proxy in proxies:
+                rounds[proxy.name].append(timed(lambda p=proxy, net=model: p.score(net, inputs, targets), device))
+            for name, members in groups.items():
+                rounds[name].append(timed(lambda m=members, net=model: score_proxies(m, net, inputs, targets), device))
+        for name, values in rounds.items():
+            seconds[name].append(statistics.median(values))
     return seconds
 
 
@@ -236,9 +243,9 @@ def score_sample(entries: Sequence[dict], scored: Sequence[Proxy], ensemble: Zer
     return rows, (time.perf_counter() - started) / computed if computed else math.nan
 
 
-def timing_results(seconds: dict[str, list[float]], six: Sequence[str]) -> dict:
+def timing_results(seconds: dict[str, list[float]], six: Sequence[str], repeats: int) -> dict:
     ratios = [s / f for s, f in zip(seconds["six_shared"], seconds["forward_backward"], strict=True)]
-    return {"archs": len(ratios), "six": list(six), "forward_backward_batch": FORWARD_BACKWARD_BATCH,
+    return {"archs": len(ratios), "repeats": repeats, "six": list(six), "forward_backward_batch": FORWARD_BACKWARD_BATCH,
             "six_over_forward_backward": statistics.median(ratios) if ratios else math.nan,
             "six_over_forward_backward_min_max": [min(ratios), max(ratios)] if ratios else []}
 
@@ -254,6 +261,8 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
         raise ValueError(f"start={cfg.start}, stop={cfg.stop} leave fewer than 2 of the n={cfg.n} sampled architectures")
     if cfg.batch not in BATCH_MODES:
         raise ValueError(f"batch must be one of {sorted(BATCH_MODES)}, got {cfg.batch!r}")
+    if cfg.timing_repeats < 1:
+        raise ValueError(f"timing_repeats must be >= 1, got {cfg.timing_repeats}")
     if cfg.nan_scores not in NAN_POLICIES:
         raise ValueError(f"nan_scores must be one of {sorted(NAN_POLICIES)}, got {cfg.nan_scores!r}")
     if cfg.get("threads"):
@@ -268,7 +277,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     space = NB201Space(cell_conv_bias=cfg.cell_conv_bias)
     timing_models = [build_seeded(space, e["arch"], cfg.seed + e["idx"]).to(device) for e in entries[: cfg.timing_archs]]
     six = [next((p for p in scored if p.name == name), None) or load_proxy(name) for name in cfg.six]
-    seconds = measure_timings(timing_models, scored, {"six_shared": six, "ensemble": ensemble.proxies}, *batch, device)
+    seconds = measure_timings(timing_models, scored, {"six_shared": six, "ensemble": ensemble.proxies}, *batch, device, cfg.timing_repeats)
 
     names = [p.name for p in scored] + ["ensemble"]
     truth = {n: "cifar10_valid_acc" if n in set(cfg.valid_accuracy_proxies) else "cifar10_test_acc" for n in names}
@@ -292,7 +301,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     results["ensemble_gain_over_params"] = results["spearman"]["ensemble"] - results["spearman"].get("params", math.nan)
     results["seconds_per_arch"] = {name: statistics.median(values) for name, values in seconds.items() if values}
     results["seconds_per_arch"]["all_proxies_shared"] = scoring_seconds
-    results["timing"] = timing_results(seconds, cfg.six)
+    results["timing"] = timing_results(seconds, cfg.six, cfg.timing_repeats)
     write_correlation_figure(rows, names, truth, directions, results["spearman"], out_dir / "correlations.png")
     print(render_table(names, results, OmegaConf.to_container(cfg.get("expected", {}), resolve=True)))
     print(f"six proxies shared / one forward+backward: {results['timing']['six_over_forward_backward']:.2f} "
