@@ -66,6 +66,11 @@ def weight_layers(model: nn.Module) -> list[nn.Conv2d | nn.Linear]:
     return [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
 
 
+def uses_batch_statistics(norm: nn.modules.batchnorm._BatchNorm) -> bool:
+    """Whether a BatchNorm layer normalises with the statistics of the batch (training mode, or no running statistics)."""
+    return norm.training or norm.running_mean is None
+
+
 def _zero_constant_channels(module: nn.modules.batchnorm._BatchNorm, args: tuple) -> tuple | None:
     """Forward pre-hook: the input with every channel that is constant over the batch shifted to exactly zero; None
     (input unchanged) when no channel is constant or the layer normalises with running statistics.
@@ -73,7 +78,7 @@ def _zero_constant_channels(module: nn.modules.batchnorm._BatchNorm, args: tuple
     Candidates are the channels constant over the first two samples (a cheap test); only those are checked on the
     whole batch."""
     (x,) = args
-    if not (module.training or module.running_mean is None) or x.dim() < 2:
+    if not uses_batch_statistics(module) or x.dim() < 2:
         return None
     with torch.no_grad():
         flat = x.flatten(2) if x.dim() > 2 else x.unsqueeze(2)

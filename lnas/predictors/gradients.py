@@ -101,7 +101,7 @@ def grasp_score(weights: Sequence[torch.Tensor], grads: Sequence[torch.Tensor | 
     """``sum -W ⊙ (H g)`` over ``weights`` from their loss gradients ``grads`` (made with a graph unless every layer is
     in ``scale_invariant``): ``||g_l||²`` for a scale-invariant layer ``l`` (``H W_l = -g_l``), and for the rest
     ``-g · H W_rest``, the gradient of ``W_rest · g_rest`` along ``g``."""
-    score = sum((g.detach().pow(2).sum() for k, g in enumerate(grads) if k in scale_invariant and g is not None), torch.tensor(0.0))
+    score = sum(g.detach().pow(2).sum() for k, g in enumerate(grads) if k in scale_invariant and g is not None)
     rest = [k for k, g in enumerate(grads) if k not in scale_invariant and g is not None]
     if rest:
         directional = sum((weights[k].detach() * grads[k]).sum() for k in rest)
@@ -129,11 +129,11 @@ def gradient_scores(proxies: Sequence[GradientProxy], model: nn.Module, inputs: 
     fisher = FisherTap(layers) if "fisher" in names else None
     invariance = ScaleInvariantLayers(net, layers) if "grasp" in names else None
     output = net(x)
+    if invariance is not None:
+        invariance.close()
     scores: dict[str, float] = {}
     grads: tuple = ()
     scale_invariant: set[int] = set()
-    if invariance is not None:
-        invariance.close()
     if names & LOSS_PROXIES:
         loss = F.cross_entropy(logits_of(output, proxies[0].name), y)
         if invariance is not None:

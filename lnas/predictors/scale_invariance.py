@@ -19,9 +19,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-
-def _uses_batch_statistics(norm: nn.modules.batchnorm._BatchNorm) -> bool:
-    return norm.training or norm.running_mean is None
+from lnas.predictors.base import uses_batch_statistics
 
 
 class ScaleInvariantLayers:
@@ -48,7 +46,7 @@ class ScaleInvariantLayers:
         return on_output
 
     def _on_norm_input(self, norm: nn.Module, args: tuple) -> None:
-        if args and isinstance(args[0], torch.Tensor) and args[0].grad_fn is not None and _uses_batch_statistics(norm):
+        if args and isinstance(args[0], torch.Tensor) and args[0].grad_fn is not None and uses_batch_statistics(norm):
             self._pending_inputs[id(norm)] = args[0].grad_fn
 
     def _on_norm_output(self, norm: nn.Module, args: tuple, output: object) -> None:
