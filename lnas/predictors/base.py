@@ -7,13 +7,14 @@ each pass once.
 
 from __future__ import annotations
 
-import copy
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Sequence
 from typing import ClassVar
 
 import torch
 from torch import nn
+
+from lnas.predictors.module_copy import copy_module
 
 Inputs = torch.Tensor | Sequence[int]
 """A batch of inputs, or (for data-free proxies) only its shape ``(N, C, H, W)``."""
@@ -115,7 +116,7 @@ def exact_batch_statistics(net: nn.Module) -> nn.Module:
 def scoring_copy(model: nn.Module) -> nn.Module:
     """A deep copy in training mode with fresh gradients and exact batch statistics, so that scoring never touches
     ``model`` and a constant channel scores as exact arithmetic says (:func:`exact_batch_statistics`)."""
-    net = exact_batch_statistics(copy.deepcopy(model).train())
+    net = exact_batch_statistics(copy_module(model).train())
     for parameter in net.parameters():
         parameter.grad = None
         parameter.requires_grad_(True)
