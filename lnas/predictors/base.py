@@ -114,11 +114,11 @@ def exact_batch_statistics(net: nn.Module) -> nn.Module:
 
 
 def scoring_copy(model: nn.Module) -> nn.Module:
-    """A deep copy in training mode with fresh gradients and exact batch statistics, so that scoring never touches
-    ``model`` and a constant channel scores as exact arithmetic says (:func:`exact_batch_statistics`)."""
+    """A deep copy in training mode with fresh gradients (:func:`copy_module` copies no ``.grad``) and exact batch
+    statistics, so that scoring never touches ``model`` and a constant channel scores as exact arithmetic says
+    (:func:`exact_batch_statistics`)."""
     net = exact_batch_statistics(copy_module(model).train())
     for parameter in net.parameters():
-        parameter.grad = None
         parameter.requires_grad_(True)
     return net
 
