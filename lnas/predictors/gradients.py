@@ -10,7 +10,8 @@ cross-entropy loss of one batch, scores summed over the Conv2d and Linear weight
 - grasp (Wang et al., ICLR 2020): ``sum -W ⊙ (H g)``, ``g = dL/dW``, ``H`` the Hessian of the loss. For a layer
   whose output only feeds a BatchNorm the loss is invariant to rescaling ``W``, so ``H W = -g`` and its term is
   ``||g||²`` (:mod:`lnas.predictors.scale_invariance`); the double backward is only needed for the other layers
-  (``g · d(W_rest · dL/dW_rest)/dW``, by the symmetry of ``H``).
+  (``g · d(W_rest · dL/dW_rest)/dW``, by the symmetry of ``H``), and differentiates BatchNorm in closed form
+  (:mod:`lnas.predictors.batchnorm_hessian`).
 - fisher (Theis et al., 2018; Turner et al., ICLR 2020): per output channel ``0.5 * mean_n (sum_hw a ⊙ dL/da)^2`` of
   each layer's output ``a``, broadcast to every weight of the channel (as the reference does) and summed.
 - jacob_cov (Mellor et al., v1 of "Neural Architecture Search without Training"): the Jacobian ``J`` of the summed
@@ -43,6 +44,7 @@ from lnas.predictors.base import (
     scoring_copy,
     weight_layers,
 )
+from lnas.predictors.batchnorm_hessian import with_closed_form_batch_norm_hessian
 from lnas.predictors.scale_invariance import ScaleInvariantLayers
 
 JACOB_COV_K = 1e-5
@@ -121,6 +123,8 @@ def gradient_scores(proxies: Sequence[GradientProxy], model: nn.Module, inputs: 
     batch_size = proxies[0].batch_size
     inputs = require_tensor(inputs, proxies[0].name)
     net = scoring_copy(model)
+    if "grasp" in names:
+        with_closed_form_batch_norm_hessian(net)
     layers = weight_layers(net)
     weights = [layer.weight for layer in layers]
     x = first(inputs, batch_size).detach().clone().requires_grad_("jacob_cov" in names)
