@@ -3,8 +3,8 @@
 PyTorch differentiates its BatchNorm backward with ``batchnorm_double_backward`` (``FunctionsManual.cpp``), which
 builds the result from about 25 full-size tensor operations: on the CPU that was 37% of the time of grad_norm and
 GraSP together (NAS-Bench-201 cell 13806, batch 64). Here the double backward takes one fused native kernel, one
-product with its sum and four in-place passes. Forward and first backward use PyTorch's own kernels (the affine weights are applied after them), so
-values and first derivatives agree with ``nn.BatchNorm``'s to rounding.
+product with its sum and four in-place passes. Forward and first backward use PyTorch's own kernels (the affine
+weights are applied after them), so values and first derivatives agree with ``nn.BatchNorm``'s to rounding.
 
 Per channel, with ``M`` values, ``x̂ = (x - μ) r`` and ``r = (σ² + eps)^(-1/2)``, the first backward is
 ``gx = r (g - ḡ - x̂ c)``, ``c = mean(g x̂)`` (``∂x̂_i/∂x_j = r (δ_ij - 1/M - x̂_i x̂_j / M)``, eps included). For an
