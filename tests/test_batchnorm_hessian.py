@@ -84,3 +84,12 @@ def test_running_statistics_mode_and_subclasses_keep_their_own_forward():
     expected = 2 * (x - before.view(1, -1, 1, 1)) / torch.sqrt(net[0].running_var.view(1, -1, 1, 1) + net[0].eps)
     torch.testing.assert_close(net[0](x), expected / 2)
     torch.testing.assert_close(net[0].running_mean, before)  # eval: running statistics used, not updated
+
+
+def test_one_value_per_channel_is_refused_as_batchnorm_refuses_it():
+    norm = with_closed_form_batch_norm_hessian(nn.BatchNorm1d(3))
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        nn.BatchNorm1d(3)(torch.ones(1, 3))
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        norm(torch.ones(1, 3))
+    assert int(norm.num_batches_tracked) == 0

@@ -50,7 +50,7 @@ class _Normalise(torch.autograd.Function):
         return normalised, mean, invstd
 
     @staticmethod
-    def backward(ctx: FunctionCtx, grad: torch.Tensor, _mean_grad: None, _invstd_grad: None) -> tuple[torch.Tensor, None]:
+    def backward(ctx: FunctionCtx, grad: torch.Tensor, _mean_grad: torch.Tensor, _invstd_grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         x, mean, invstd = ctx.saved_tensors
         return _NormaliseBackward.apply(grad, x, mean, invstd, ctx.eps), None
 
@@ -92,7 +92,7 @@ def _update_running_statistics(norm: nn.modules.batchnorm._BatchNorm, mean: torc
     with torch.no_grad():
         norm.num_batches_tracked.add_(1)
         factor = 1.0 / float(norm.num_batches_tracked) if norm.momentum is None else norm.momentum
-        variance = (invstd.pow(-2) - norm.eps) * (count / max(count - 1, 1))
+        variance = (invstd.pow(-2) - norm.eps) * (count / (count - 1))
         norm.running_mean.lerp_(mean.to(norm.running_mean.dtype), factor)
         norm.running_var.lerp_(variance.to(norm.running_var.dtype), factor)
 
@@ -102,6 +102,7 @@ def _batch_norm_forward(norm: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) 
     if not uses_batch_statistics(norm):
         return type(norm).forward(norm, x)
     norm._check_input_dim(x)
+    nn.functional._verify_batch_size(x.size())  # as F.batch_norm: one value per channel has no batch statistics
     normalised, mean, invstd = _Normalise.apply(x, norm.eps)
     _update_running_statistics(norm, mean, invstd, x.numel() // x.shape[1])
     if norm.weight is None:
