@@ -72,6 +72,11 @@ def uses_batch_statistics(norm: nn.modules.batchnorm._BatchNorm) -> bool:
     return norm.training or norm.running_mean is None
 
 
+def per_channel(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Per-channel ``values`` shaped to broadcast over ``like`` (N, C, ...), in its dtype."""
+    return values.to(like.dtype).view(1, -1, *([1] * (like.dim() - 2)))
+
+
 def _zero_constant_channels(module: nn.modules.batchnorm._BatchNorm, args: tuple) -> tuple | None:
     """Forward pre-hook: the input with every channel that is constant over the batch shifted to exactly zero; None
     (input unchanged) when no channel is constant or the layer normalises with running statistics.
@@ -93,7 +98,7 @@ def _zero_constant_channels(module: nn.modules.batchnorm._BatchNorm, args: tuple
             return None
         shift = x.new_zeros(x.shape[1])
         shift[candidates[constant]] = values[constant]
-    return (x - shift.view(1, -1, *([1] * (x.dim() - 2))),)
+    return (x - per_channel(shift, x),)
 
 
 def exact_batch_statistics(net: nn.Module) -> nn.Module:

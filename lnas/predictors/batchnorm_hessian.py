@@ -20,15 +20,10 @@ import torch
 from torch import nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from lnas.predictors.base import uses_batch_statistics
+from lnas.predictors.base import per_channel, uses_batch_statistics
 
 aten = torch.ops.aten
 BATCH_NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-
-
-def _per_channel(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Per-channel ``values`` shaped to broadcast over ``like`` (N, C, ...), in its dtype."""
-    return values.to(like.dtype).view(1, -1, *([1] * (like.dim() - 2)))
 
 
 def _normalisation_backward(grad: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor,
@@ -78,9 +73,9 @@ class _NormaliseBackward(torch.autograd.Function):
         e = upstream_grad_sum / count - u_bar * g_bar - 3 * c * d
         scale = -invstd * invstd
         # -r² (c u + d g + e r x - (c ū + d ḡ + e r μ)), with x̂ = r (x - μ) written out
-        grad_of_x = upstream * _per_channel(scale * c, x)
-        grad_of_x.addcmul_(grad, _per_channel(scale * d, x)).addcmul_(x, _per_channel(scale * e * invstd, x))
-        grad_of_x.add_(_per_channel(-scale * (c * u_bar + d * g_bar + e * invstd * mean), x))
+        grad_of_x = upstream * per_channel(scale * c, x)
+        grad_of_x.addcmul_(grad, per_channel(scale * d, x)).addcmul_(x, per_channel(scale * e * invstd, x))
+        grad_of_x.add_(per_channel(-scale * (c * u_bar + d * g_bar + e * invstd * mean), x))
         return grad_of_grad, grad_of_x, None, None, None
 
 
@@ -107,7 +102,7 @@ def _batch_norm_forward(norm: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) 
     _update_running_statistics(norm, mean, invstd, x.numel() // x.shape[1])
     if norm.weight is None:
         return normalised
-    return torch.addcmul(_per_channel(norm.bias, x), normalised, _per_channel(norm.weight, x))
+    return torch.addcmul(per_channel(norm.bias, x), normalised, per_channel(norm.weight, x))
 
 
 def with_closed_form_batch_norm_hessian(net: nn.Module) -> nn.Module:
