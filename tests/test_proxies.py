@@ -90,6 +90,14 @@ def test_every_predictor_config_instantiates_with_the_documented_attributes():
         load_proxy("nope")
 
 
+@pytest.mark.parametrize(("proxy_class", "minimum"), [(GradNorm, 1), (ZiCo, 1), (ZenScore, 1), (Trainability, 1), (NASWOT, 2)],
+                         ids=lambda value: getattr(value, "name", str(value)))
+def test_a_batch_size_below_the_minimum_is_refused_naming_the_setting(proxy_class, minimum):
+    with pytest.raises(ValueError, match=rf"^{proxy_class.name}\.batch_size must be >= {minimum}, got {minimum - 1}$"):
+        proxy_class(batch_size=minimum - 1)
+    assert proxy_class(batch_size=minimum).batch_size == minimum
+
+
 def test_data_free_proxies_need_only_the_input_shape(tiny_nb201):
     for proxy in all_proxies():
         if proxy.needs_data:

@@ -26,6 +26,7 @@ from lnas.predictors.base import (
     Inputs,
     SharedPass,
     SharedPassProxy,
+    checked_batch_size,
     feature_modules,
     gaussian,
     input_shape,
@@ -104,9 +105,7 @@ class AZNASProxy(SharedPassProxy):
     needs_data = False
 
     def __init__(self, batch_size: int = 64, seed: int = 0) -> None:
-        if batch_size < 1:
-            raise ValueError(f"{self.name}.batch_size must be >= 1, got {batch_size}")
-        self.batch_size, self.seed = batch_size, seed
+        self.batch_size, self.seed = checked_batch_size(self.name, batch_size), seed
 
     def shared_pass(self) -> tuple[SharedPass, Hashable]:
         return az_nas_scores, (self.batch_size, self.seed)

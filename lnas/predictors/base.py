@@ -128,6 +128,13 @@ def scoring_copy(model: nn.Module) -> nn.Module:
     return net
 
 
+def checked_batch_size(proxy: str, batch_size: int, minimum: int = 1) -> int:
+    """``batch_size`` if it is at least ``minimum``; otherwise a ValueError naming ``proxy``'s setting."""
+    if batch_size < minimum:
+        raise ValueError(f"{proxy}.batch_size must be >= {minimum}, got {batch_size}")
+    return batch_size
+
+
 def first(inputs: torch.Tensor, count: int) -> torch.Tensor:
     """The first ``count`` samples (all of them when the batch is smaller)."""
     return inputs[:count]

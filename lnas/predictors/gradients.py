@@ -36,6 +36,7 @@ from lnas.predictors.base import (
     Inputs,
     SharedPass,
     SharedPassProxy,
+    checked_batch_size,
     first,
     flatten_outputs,
     logits_of,
@@ -174,9 +175,7 @@ class GradientProxy(SharedPassProxy):
     needs_labels = True
 
     def __init__(self, batch_size: int = 64) -> None:
-        if batch_size < 1:
-            raise ValueError(f"{self.name}.batch_size must be >= 1, got {batch_size}")
-        self.batch_size = batch_size
+        self.batch_size = checked_batch_size(self.name, batch_size)
 
     def shared_pass(self) -> tuple[SharedPass, Hashable]:
         return gradient_scores, self.batch_size

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lnas.predictors.base import Inputs, Proxy, first, require_tensor, scoring_copy
+from lnas.predictors.base import Inputs, Proxy, checked_batch_size, first, require_tensor, scoring_copy
 
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardswish, nn.SiLU, nn.GELU)
 """Modules whose inputs give the binary codes (the reference hooks ``nn.ReLU``; the others extend it by sign)."""
@@ -49,9 +49,7 @@ class NASWOT(Proxy):
     needs_labels = False
 
     def __init__(self, batch_size: int = 128) -> None:
-        if batch_size < 2:
-            raise ValueError(f"naswot.batch_size must be >= 2, got {batch_size}")
-        self.batch_size = batch_size
+        self.batch_size = checked_batch_size(self.name, batch_size, minimum=2)
 
     def score(self, model: nn.Module, inputs: Inputs, targets: object | None = None) -> float:
         return naswot_score(model, first(require_tensor(inputs, self.name), self.batch_size))

@@ -15,7 +15,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lnas.predictors.base import Inputs, Proxy, flatten_outputs, gaussian, input_shape, model_device, scoring_copy, seeded_generator
+from lnas.predictors.base import (
+    Inputs,
+    Proxy,
+    checked_batch_size,
+    flatten_outputs,
+    gaussian,
+    input_shape,
+    model_device,
+    scoring_copy,
+    seeded_generator,
+)
 
 MIXUP_GAMMA = 1e-2
 
@@ -70,9 +80,7 @@ class ZenScore(Proxy):
     needs_data = False
 
     def __init__(self, batch_size: int = 64, seed: int = 0) -> None:
-        if batch_size < 1:
-            raise ValueError(f"zen.batch_size must be >= 1, got {batch_size}")
-        self.batch_size, self.seed = batch_size, seed
+        self.batch_size, self.seed = checked_batch_size(self.name, batch_size), seed
 
     def score(self, model: nn.Module, inputs: Inputs, targets: object | None = None) -> float:
         return zen_score(model, (self.batch_size, *input_shape(inputs)[1:]), self.seed)
