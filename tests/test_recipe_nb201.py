@@ -19,7 +19,7 @@ from hydra.errors import InstantiationException
 from omegaconf import OmegaConf
 
 from lnas.benchmarks.correlation import rank_correlations, spearman_interval
-from lnas.benchmarks.nb201_proxies import CifarSample, architecture_batch
+from lnas.benchmarks.nb201_proxies import CifarSample, architecture_batch, stratified_sample
 from lnas.io import data_dir
 from lnas.reproduce import run_recipe
 from lnas.spaces.nb201 import NB201Space
@@ -113,6 +113,19 @@ def test_the_recipe_runs_on_20_architectures(tmp_path, capsys):
     with open(tmp_path / "again" / "scores.csv", newline="") as handle:
         rerun = list(csv.DictReader(handle))
     assert [r["naswot"] for r in rerun] == [r["naswot"] for r in rows] and all(r["jacob_cov"] for r in rerun)
+
+
+def test_the_sample_takes_one_architecture_from_each_accuracy_stratum_in_random_order():
+    accuracy = [float(7 * i % 50) for i in range(50)]  # 0..49 in a shuffled order: stratum k of 10 holds 5k..5k+4
+    sample = stratified_sample(accuracy, 10, seed=3)
+    assert sorted(int(accuracy[i]) // 5 for i in sample) == list(range(10))
+    assert [accuracy[i] for i in sample] != sorted(accuracy[i] for i in sample)  # random order: the first are no subset
+    assert sample == stratified_sample(accuracy, 10, seed=3) and sample != stratified_sample(accuracy, 10, seed=4)
+    assert sorted(stratified_sample(accuracy, 50, seed=3)) == list(range(50))
+    assert [i // 3 for i in sorted(stratified_sample([1.0] * 9, 3, seed=0))] == [0, 1, 2]  # ties: strata by index
+    for n in (0, 51):
+        with pytest.raises(ValueError, match=f"n must be between 1 and 50, got {n}"):
+            stratified_sample(accuracy, n, seed=0)
 
 
 def test_each_architecture_gets_its_own_reproducible_augmented_batch():
