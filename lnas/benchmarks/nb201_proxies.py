@@ -18,9 +18,9 @@ output does not depend on the input).
 
 Timing (side by side, same device and threads): on the first ``timing_archs`` architectures, each proxy alone, the
 six proxies of Abdelfattah et al. together, the ensemble, and one forward+backward pass of the batch of 64, each the
-median of ``timing_repeats`` interleaved rounds. On this project's shared 2-core CPU machine four runs of the recipe
-(3 rounds each) gave 3.63, 3.68, 3.84 and 3.87 forward+backward passes for the six, the median over 10 architectures;
-single architectures ranged from 3.16 to 4.97.
+median of ``timing_repeats`` interleaved rounds. On this project's shared 2-core CPU machine five runs of the recipe
+(3 rounds each) gave 3.63, 3.68, 3.83, 3.84 and 3.87 forward+backward passes for the six, the median over 10
+architectures; single architectures ranged from 2.98 to 4.97.
 """
 
 from __future__ import annotations
