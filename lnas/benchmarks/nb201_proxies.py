@@ -103,7 +103,7 @@ def stratified_sample(accuracy: Sequence[float], n: int, seed: int) -> list[int]
     """
     if not 1 <= n <= len(accuracy):
         raise ValueError(f"n must be between 1 and {len(accuracy)}, got {n}")
-    ordered = sorted(range(len(accuracy)), key=lambda i: (accuracy[i], i))
+    ordered = sorted(range(len(accuracy)), key=accuracy.__getitem__)  # a stable sort: ties stay in index order
     generator = torch.Generator().manual_seed(seed)
     bounds = [k * len(ordered) // n for k in range(n + 1)]
     offsets = torch.rand(n, generator=generator, dtype=torch.float64).tolist()
