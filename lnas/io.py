@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 DATA_DIR_ENV = "LNAS_DATA_DIR"
+CACHE_DIR_ENV = "LNAS_CACHE_DIR"
 
 
 def data_dir() -> Path:
@@ -15,6 +16,14 @@ def data_dir() -> Path:
     if env := os.environ.get(DATA_DIR_ENV):
         return Path(env)
     return Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def default_cache_dir() -> Path:
+    """Where lnas keeps what it can recompute (latency tables, extracted data sets): ``$LNAS_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/lnas``, else ``~/.cache/lnas``."""
+    if env := os.environ.get(CACHE_DIR_ENV):
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lnas"
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:

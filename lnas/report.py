@@ -28,8 +28,10 @@ def read_arch_yaml(path: str | Path) -> str:
     return str(record["arch"])
 
 
-def write_pareto_plot(leaderboard: Leaderboard, path: str | Path, proxy_name: str, target_latency_ms: float | None = None) -> Path | None:
-    """Scatter of proxy score vs latency: feasible, rejected, the Pareto front, the target and the chosen arch. None if no latency."""
+def write_pareto_plot(leaderboard: Leaderboard, path: str | Path, proxy_name: str, target_latency_ms: float | None = None,
+                      baseline: tuple[str, float] | None = None) -> Path | None:
+    """Scatter of proxy score vs latency: feasible, rejected, the Pareto front, the target, the chosen arch and the
+    baseline's latency (``(name, ms)``). None if no candidate has a latency."""
     rows = [r for r in leaderboard.rows if math.isfinite(r.latency_ms) and math.isfinite(r.score)]
     if not rows:
         return None
@@ -47,7 +49,9 @@ def write_pareto_plot(leaderboard: Leaderboard, path: str | Path, proxy_name: st
     if front:
         ax.plot([r.latency_ms for r in front], [r.score for r in front], "-o", c="tab:orange", ms=4, label="Pareto front")
     if target_latency_ms is not None:
-        ax.axvline(target_latency_ms, ls="--", c="tab:red", lw=1, label=f"target {target_latency_ms} ms")
+        ax.axvline(target_latency_ms, ls="--", c="tab:red", lw=1, label=f"target {target_latency_ms:.3g} ms")
+    if baseline is not None and math.isfinite(baseline[1]):
+        ax.axvline(baseline[1], ls=":", c="black", lw=1.2, label=f"baseline {baseline[0][:40]}: {baseline[1]:.3g} ms")
     try:
         best = leaderboard.best()
         if math.isfinite(best.latency_ms):
@@ -66,43 +70,65 @@ def write_pareto_plot(leaderboard: Leaderboard, path: str | Path, proxy_name: st
     return written
 
 
-def _fmt(value: float, unit: str = "", digits: int = 3) -> str:
+def _fmt(value: float | None, unit: str = "", digits: int = 3) -> str:
     return "n/a" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.{digits}f}{unit}"
+
+
+def _primary(summary: dict, role: str) -> float:
+    return summary[role]["metrics"].get(summary["metric"], math.nan)
+
+
+def metric_delta_points(summary: dict) -> float:
+    """The pick's primary metric minus the baseline's, in points (metrics in [0, 1] times 100); NaN when either is missing."""
+    return 100.0 * (_primary(summary, "pick") - _primary(summary, "baseline"))
+
+
+def speedup(summary: dict) -> float:
+    """The baseline's latency over the pick's (both measured with the same estimator, side by side)."""
+    return summary["baseline"]["latency_ms"] / summary["pick"]["latency_ms"]
+
+
+def headline(summary: dict) -> str:
+    """E.g. ``3.4x faster, -0.6 pt top-1 than resnet18`` (the first line of ``report.md``)."""
+    delta = metric_delta_points(summary)
+    quality = f"{delta:+.1f} pt {summary['metric_label']}" if math.isfinite(delta) else f"{summary['metric_label']} of the baseline not measured"
+    return f"{speedup(summary):.1f}x faster, {quality} than {summary['baseline']['name']}"
 
 
 def render_report(summary: dict) -> str:
     """``report.md`` text from the run summary produced by :func:`lnas.train.train`."""
-    chosen, baseline = summary["chosen"], summary.get("baseline")
-    trained = baseline is not None and math.isfinite(baseline.get("test_map", math.nan))
-    baseline_note = "" if trained else "; its test mAP is n/a unless the run sets `baseline.train=true`"
+    label = summary["metric_label"]
+    metric_names = sorted({name for role in ("pick", "baseline") for name in summary[role]["metrics"]},
+                          key=lambda name: (name != summary["metric"], name))
     lines = [
-        "# lnas run report",
+        f"# {headline(summary)}",
         "",
-        f"- experiment: `{summary['experiment']}`",
-        f"- chosen architecture: `{chosen['arch']}`",
+        f"- task: {summary['task']} (experiment `{summary['experiment']}`); primary metric {label} on the test split",
+        f"- pick: `{summary['pick']['arch']}`",
+        f"- baseline: {summary['baseline']['name']}",
         f"- candidates scored: {summary['candidates_scored']} ({summary['candidates_feasible']} feasible) with proxy `{summary['proxy']}`",
         f"- latency target: {summary['target_latency_ms']} ms",
         f"- hardware: {summary['hardware']}",
         "",
-        "| model | arch | params (M) | MFLOPs | latency (ms) | test mAP | test mAP@50 |",
-        "|---|---|---|---|---|---|---|",
+        "| model | " + " | ".join(f"test {n}" for n in metric_names) + " | latency (ms) | params (M) | MFLOPs |",
+        "|---|" + "---|" * len(metric_names) + "---|---|---|",
     ]
-    for name, entry in (("chosen", chosen), ("baseline (space default)", baseline)):
-        if entry:
-            lines.append(
-                f"| {name} | `{entry['arch']}` | {entry['params'] / 1e6:.3f} | {entry['flops'] / 1e6:.1f} | "
-                f"{_fmt(entry['latency_ms'])} ± {_fmt(entry.get('latency_spread_ms'))} | {_fmt(entry.get('test_map'))} | "
-                f"{_fmt(entry.get('test_map_50'))} |"
-            )
+    for role in ("pick", "baseline"):
+        entry = summary[role]
+        values = " | ".join(_fmt(entry["metrics"].get(n)) for n in metric_names)
+        lines.append(f"| {role}: {entry['name'] if role == 'baseline' else '`' + entry['arch'] + '`'} | {values} | "
+                     f"{_fmt(entry['latency_ms'])} ± {_fmt(entry['latency_spread_ms'])} | {entry['params'] / 1e6:.3f} | {entry['flops'] / 1e6:.1f} |")
+    trained = summary["baseline"]["trained"]
     lines += [
         "",
-        "Latency: median ± spread as reported by the hardware estimator above (measured models: spread of the block medians);",
-        f"the chosen model measured {_fmt(chosen.get('search_latency_ms'))} ms during the search and is measured again on the exported file.",
+        "Both models were trained with the same final recipe and data, tested on the same split, and their latencies "
+        "measured with the same estimator, side by side (median ± spread of the block medians)." if trained else
+        "The baseline was not trained (`train_baseline=false`): its metrics are n/a.",
+        f"The pick {'started from the supernet weights' if summary['inherit'] else 'was trained from scratch'}; "
+        f"it measured {_fmt(summary.get('search_latency_ms'))} ms during the search.",
         f"ONNX export checked against PyTorch: max abs difference {summary['onnx_max_abs_diff']:.2e}.",
         "",
-        f"The baseline is the space's default arch{baseline_note}.",
-        "",
-        "Files: `arch.yaml`, `leaderboard.csv`, `pareto.png`, `model.onnx`, `report.md`.",
+        "Files: `arch.yaml`, `leaderboard.csv`, `pareto.png`, `model.onnx` (the pick), `baseline.onnx`, `summary.json`.",
         "",
         "![Pareto front](pareto.png)",
         "",

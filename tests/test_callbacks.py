@@ -17,12 +17,12 @@ from lnas.hardware import OrtLatencyEstimator
 from lnas.predictors import SynFlow
 from lnas.search import EvolutionSearch
 from lnas.spaces import MBConvSpace
-from lnas.tasks.detection import DetectionSupernetModule
+from lnas.tasks import DetectionTask, SupernetModule
 
 
 def _parts(num_candidates: int, out):
     space = MBConvSpace(stages=[{"channels": c, "stride": 2, "depths": [1, 2]} for c in (16, 24, 32, 40)], stem_channels=8)
-    module = DetectionSupernetModule(space, num_classes=3, head_width=16, head_depth=1)
+    module = SupernetModule(space, DetectionTask(3, head_width=16, tower_depth=1))
     search = ZeroShotSearch(SynFlow(), num_candidates=num_candidates, strategy=EvolutionSearch(population=3, tournament=2), output_dir=str(out))
     latency = HardwareLatency(OrtLatencyEstimator(warmup=1, runs=3, repeats=2), target_latency_ms=50.0)
     data = SyntheticDetectionDataModule(image_size=64, num_train=32, num_val=8, num_test=8, batch_size=8)

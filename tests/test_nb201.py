@@ -68,13 +68,13 @@ def test_bad_strings_name_what_is_wrong(space, text, message):
 def test_bad_arch_dicts_name_the_label_and_the_allowed_values(space):
     arch = space.default()
     with pytest.raises(InvalidArchError, match=r"'node2.edge1' = 'max_pool_3x3' is not one of the allowed values \['none', 'skip_connect'"):
-        space.build({**arch, "node2.edge1": "max_pool_3x3"})
+        space.benchmark_network({**arch, "node2.edge1": "max_pool_3x3"})
     with pytest.raises(InvalidArchError, match="unknown label 'node4.edge0'"):
         space.encode({**arch, "node4.edge0": "none"})
 
 
 def test_build_gives_a_plain_classifier_and_feature_info_per_stage(space):
-    model = space.build(space.decode(EXAMPLE))
+    model = space.benchmark_network(space.decode(EXAMPLE))
     assert isinstance(model, nn.Module)
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     assert space.feature_info(space.default()) == [FeatureInfo(16, 1), FeatureInfo(32, 2), FeatureInfo(64, 4)]
@@ -92,12 +92,12 @@ def test_parameter_counts_match_the_benchmark(space):
     chosen = torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))[:200].tolist()
     relative, exact = [], []
     for i in chosen:
-        count = sum(p.numel() for p in space.build(space.decode(rows[i]["arch_str"])).parameters())
+        count = sum(p.numel() for p in space.benchmark_network(space.decode(rows[i]["arch_str"])).parameters())
         relative.append(abs(count / 1e6 - float(rows[i]["params_m"])) / float(rows[i]["params_m"]))
         exact.append(round(count / 1e6, 6) == float(rows[i]["params_m"]))
     assert sum(e <= 0.01 for e in relative) >= 0.97 * len(chosen)
     assert sum(exact) >= 0.94 * len(chosen)
-    assert sum(p.numel() for p in space.build(space.decode(EXAMPLE)).parameters()) == 802426  # row 1: 0.802426
+    assert sum(p.numel() for p in space.benchmark_network(space.decode(EXAMPLE)).parameters()) == 802426  # row 1: 0.802426
 
 
 def test_every_row_of_the_benchmark_matches_or_is_a_seed_average_of_networks_with_other_conv_counts(space):
@@ -111,7 +111,7 @@ def test_every_row_of_the_benchmark_matches_or_is_a_seed_average_of_networks_wit
         return [arch[label] for label in LABELS]
 
     def count(arch) -> int:
-        return sum(p.numel() for p in space.build(arch).parameters())
+        return sum(p.numel() for p in space.benchmark_network(arch).parameters())
 
     def with_convs(n3: int, n1: int) -> dict:
         ops = ["nor_conv_3x3"] * n3 + ["nor_conv_1x1"] * n1 + ["skip_connect"] * (len(LABELS) - n3 - n1)
@@ -139,7 +139,7 @@ def test_every_row_of_the_benchmark_matches_or_is_a_seed_average_of_networks_wit
 
 def test_the_reference_variant_with_cell_conv_bias_computes_the_same_function_in_training_mode(space):
     arch = space.decode("|nor_conv_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|avg_pool_3x3~0|nor_conv_3x3~1|none~2|")
-    benchmark, reference = space.build(arch).train(), NB201Space(cell_conv_bias=True).build(arch).train()
+    benchmark, reference = space.benchmark_network(arch).train(), NB201Space(cell_conv_bias=True).benchmark_network(arch).train()
     missing, unexpected = reference.load_state_dict(benchmark.state_dict(), strict=False)
     cell_convs = [m for m in reference.cells.modules() if isinstance(m, nn.Conv2d) and m.bias is not None]
     assert len(cell_convs) == 15 * 3 and all(name.endswith(".bias") for name in missing)  # 3 convs per cell

@@ -13,10 +13,12 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from lnas.hardware import check_onnx_matches
+from lnas.report import headline
 from lnas.search import NoFeasibleCandidateError
+from lnas.tasks import FinalModule, SupernetModule
 from lnas.train import train
 
-RESULT_FILES = ("arch.yaml", "leaderboard.csv", "model.onnx", "report.md")
+RESULT_FILES = ("arch.yaml", "leaderboard.csv", "model.onnx", "baseline.onnx", "report.md")
 
 
 @pytest.fixture(scope="module")
@@ -39,36 +41,42 @@ def test_fast_run_writes_all_result_files(fast_run):
     assert {"arch", "score", "latency_ms", "feasible", "reason"} <= set(rows[0])
     assert all(float(r["latency_ms"]) > 0 for r in rows)
     chosen = yaml.safe_load((out / "arch.yaml").read_text())
-    assert chosen["arch"] == rows[0]["arch"] == summary["chosen"]["arch"]
+    assert chosen["arch"] == rows[0]["arch"] == summary["pick"]["arch"]
     report = (out / "report.md").read_text()
     assert {"proxy.synflow", "proxy.flops"} <= set(rows[0])  # the default ensemble keeps each member's score
-    for text in (chosen["arch"], "test mAP", "candidates scored: 6", "latency", "ensemble (flops, synflow"):
+    assert report.startswith(f"# {headline(summary)}\n") and " than space default r" in report.splitlines()[0]
+    for text in (chosen["arch"], "test map", "candidates scored: 6", "latency", "ensemble (flops, synflow", "same final recipe"):
         assert text in report
-    assert 0.0 <= summary["chosen"]["test_map"] <= 1.0
-    assert summary["chosen"]["search_latency_ms"] == pytest.approx(float(rows[0]["latency_ms"]))
-    assert "during the search" in report
+    assert summary["pick"]["trained"] and summary["baseline"]["trained"]
+    for role in ("pick", "baseline"):
+        assert 0.0 <= summary[role]["metrics"]["map"] <= 1.0 and summary[role]["latency_ms"] > 0
+    assert summary["search_latency_ms"] == pytest.approx(float(rows[0]["latency_ms"]))
 
 
 def test_exported_onnx_matches_the_trained_pytorch_model(fast_run):
     cfg, out, summary = fast_run
-    space = instantiate(cfg.space)
-    model = instantiate(cfg.task.warmup)(space=space, num_classes=3).candidate(space.decode(summary["chosen"]["arch"]), inherit=False)
-    final = instantiate(cfg.task.final)(model=model)
+    space, task = instantiate(cfg.space), instantiate(cfg.task)(num_classes=3)
+    model = SupernetModule(space, task).candidate(space.decode(summary["pick"]["arch"]), inherit=False)
+    final = FinalModule(model, task)
     checkpoint = next((out / "final" / "checkpoints").glob("*.ckpt"))
     final.load_state_dict(torch.load(checkpoint, weights_only=False)["state_dict"])
     assert check_onnx_matches(final.model, out / "model.onnx", torch.rand(3, 3, 64, 64)) < 1e-3
+    baseline = SupernetModule(space, task).candidate(space.default(), inherit=False)
+    baseline_final = FinalModule(baseline, task)
+    baseline_final.load_state_dict(torch.load(next((out / "baseline" / "checkpoints").glob("*.ckpt")), weights_only=False)["state_dict"])
+    assert check_onnx_matches(baseline_final.model, out / "baseline.onnx", torch.rand(2, 3, 64, 64)) < 1e-3
     assert summary["onnx_max_abs_diff"] < 1e-3
 
 
 def test_rerun_final_phase_from_arch_yaml(fast_detection, tmp_path, fast_run):
     _, out, summary = fast_run
-    cfg = fast_detection(f"arch={out / 'arch.yaml'}", f"output_dir={tmp_path / 'rerun'}", "baseline.train=true")
+    cfg = fast_detection(f"arch={out / 'arch.yaml'}", f"output_dir={tmp_path / 'rerun'}", "train_baseline=false")
     rerun = train(cfg)
-    assert rerun["chosen"]["arch"] == summary["chosen"]["arch"] and rerun["candidates_scored"] == 0
-    assert (tmp_path / "rerun" / "model.onnx").exists()
-    assert 0.0 <= rerun["baseline"]["test_map"] <= 1.0 and (tmp_path / "rerun" / "baseline" / "metrics.csv").exists()
-    assert "n/a unless" not in (tmp_path / "rerun" / "report.md").read_text()
-    assert "n/a unless" in (out / "report.md").read_text()
+    assert rerun["pick"]["arch"] == summary["pick"]["arch"] and rerun["candidates_scored"] == 0 and not rerun["inherit"]
+    assert (tmp_path / "rerun" / "model.onnx").exists() and not (tmp_path / "rerun" / "baseline").exists()
+    assert not rerun["baseline"]["trained"] and "map" not in rerun["baseline"]["metrics"]
+    report = (tmp_path / "rerun" / "report.md").read_text()
+    assert "was not trained" in report and "baseline not measured" in report.splitlines()[0]
 
 
 def test_unreachable_latency_target_fails_with_the_lowest_latency_and_no_results(fast_detection, tmp_path):

@@ -50,7 +50,7 @@ def all_proxies() -> list:
 def tiny_nb201() -> nn.Module:
     space = NB201Space(channels=4, cells_per_stage=1)
     torch.manual_seed(0)
-    return space.build(space.decode("|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|none~2|"))
+    return space.benchmark_network(space.decode("|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|none~2|"))
 
 
 @pytest.fixture
@@ -277,6 +277,6 @@ def test_fisher_rates_a_cell_that_never_sees_its_input_as_the_worst_not_the_best
     dead = "|none~0|+|none~0|nor_conv_1x1~1|+|none~0|avg_pool_3x3~1|nor_conv_1x1~2|"
     alive = "|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|none~2|"
     torch.manual_seed(0)
-    scores = {arch: score_proxies([Fisher(), GradNorm()], space.build(space.decode(arch)), x, y) for arch in (dead, alive)}
+    scores = {arch: score_proxies([Fisher(), GradNorm()], space.benchmark_network(space.decode(arch)), x, y) for arch in (dead, alive)}
     assert scores[dead]["grad_norm"] == 0.0
     assert scores[dead]["fisher"] < 1e-2 * scores[alive]["fisher"]  # about 1e9 when rounding noise passed the ReLUs

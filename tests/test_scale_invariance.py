@@ -56,7 +56,8 @@ def test_only_layers_whose_outputs_feed_nothing_but_a_batch_statistics_batchnorm
 def test_nb201_layers_are_scale_invariant_except_the_shortcut_convs_and_the_classifier():
     space = NB201Space(channels=4, cells_per_stage=1, cell_conv_bias=True)
     torch.manual_seed(0)
-    net = scoring_copy(space.build(space.decode("|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|none~2|")))
+    cell = "|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|none~2|"
+    net = scoring_copy(space.benchmark_network(space.decode(cell)))
     x, y = batch()
     every = {name for name, module in net.named_modules() if isinstance(module, nn.Conv2d | nn.Linear)}
     assert every - scale_invariant_names(net, x, y) == {"cells.1.downsample.1", "cells.3.downsample.1", "classifier"}
@@ -71,7 +72,7 @@ def grasp_by_double_backward(model: nn.Module, x: torch.Tensor, y: torch.Tensor)
     return float(sum(-(w.detach() * hg).sum() for w, hg in zip(weights, hessian_grad, strict=True)))
 
 
-@pytest.mark.parametrize("make", [MixedNet, lambda: NB201Space(channels=4, cells_per_stage=1).build(NB201Space().default())],
+@pytest.mark.parametrize("make", [MixedNet, lambda: NB201Space(channels=4, cells_per_stage=1).benchmark_network(NB201Space().default())],
                          ids=["mixed", "nb201"])
 def test_grasp_through_scale_invariance_equals_the_full_double_backward(make):
     torch.manual_seed(0)
@@ -88,7 +89,7 @@ def test_grasp_through_scale_invariance_equals_the_full_double_backward(make):
 def test_grasp_with_the_default_eps_stays_within_float32_rounding_of_the_full_double_backward():
     space = NB201Space(channels=8, cells_per_stage=2, cell_conv_bias=True)
     torch.manual_seed(1)
-    model = space.build(space.decode("|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|avg_pool_3x3~0|nor_conv_1x1~1|nor_conv_3x3~2|"))
+    model = space.benchmark_network(space.decode("|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|avg_pool_3x3~0|nor_conv_1x1~1|nor_conv_3x3~2|"))
     x, y = batch(16, 16)
     expected = grasp_by_double_backward(model.double(), x.double(), y)
     assert Grasp(len(x)).score(model.float(), x, y) == pytest.approx(expected, rel=1e-3)

@@ -9,7 +9,8 @@ from hydra.utils import instantiate
 
 from lnas.hardware import check_onnx_matches, export_onnx
 from lnas.spaces import InvalidArchError, MBConvSpace, recalibrate_batchnorm
-from lnas.tasks.detection import DetectionSupernetModule
+from lnas.tasks import DetectionTask, SupernetModule
+from lnas.tasks.detection.task import points_of
 
 STAGES = [{"channels": 16, "stride": 2, "depths": [1, 2]}, {"channels": 24, "stride": 2, "depths": [1, 2, 3]}]
 
@@ -196,25 +197,25 @@ def test_random_extracted_subnets_export_to_onnx_and_run_in_onnx_runtime(mbconv_
 
 
 def test_detection_candidate_matches_the_supernet_for_narrow_widths_and_resolutions(mbconv_space, tmp_path):
-    module = DetectionSupernetModule(mbconv_space, num_classes=3, head_width=16, head_depth=1)
+    module = SupernetModule(mbconv_space, DetectionTask(3, head_width=16, tower_depth=1))
     generator = torch.Generator().manual_seed(0)
     module.train()
     with torch.no_grad():
-        module.supernet.activate(mbconv_space.sample(generator))
+        module.activate(mbconv_space.sample(generator))
         module(torch.rand(2, 3, 128, 128))
     module.eval()
     archs = [mbconv_space.decode("r96-w0.5k3e4-w0.75rep-w0.5k5e6s-w0.5k7e3"), mbconv_space.sample(generator)]
     for arch in archs:
-        module.supernet.activate(arch)
+        module.activate(arch)
         candidate = module.candidate(arch, inherit=True).eval()
         images = torch.rand(2, 3, 128, 128)
         with torch.no_grad():
             expected, got = module(images), candidate(images)
         for a, b in zip(expected, got, strict=True):
             assert torch.allclose(a, b, atol=1e-4)
-        points, _ = candidate.points((128, 128))
+        points, _ = points_of(candidate, images)
         assert points.shape[0] == got[0].shape[1] and float(points.max()) <= 128
         fresh = module.candidate(arch, inherit=False)
-        assert [lat[0].in_channels for lat in fresh.head.lateral] == [info.num_chs for info in mbconv_space.feature_info(arch)]
+        assert [unit[0].in_channels for unit in fresh.head.laterals.units] == [info.num_chs for info in mbconv_space.feature_info(arch)]
     path = export_onnx(candidate, (3, 128, 128), tmp_path / "candidate.onnx")
     assert check_onnx_matches(candidate, path, torch.rand(1, 3, 128, 128)) < 1e-3

@@ -3,7 +3,7 @@
 Protocol (nn-Meter, Zhang et al., MobiSys 2021, reports the share of predictions within ±10% of measurement):
 
 1. ``n`` test and ``calibration_n`` calibration candidates: random archs of the default space (``conf/space/<space>.yaml``),
-   each the detector that ``DetectionSupernetModule.candidate`` builds (backbone + FCOS head, fresh weights) at
+   each the detector that ``SupernetModule.candidate`` builds (backbone + FCOS head, fresh weights) at
    ``input_shape``.
 2. Each is exported to ONNX with the legacy exporter (timed); ``dynamo_samples`` of them also with the dynamo exporter.
 3. The table: every candidate is decomposed into blocks and each unseen block is measured once (interleaved).
@@ -34,7 +34,7 @@ from scipy.stats import spearmanr
 from lnas.hardware.export import export_onnx
 from lnas.hardware.lut import LutLatencyPredictor
 from lnas.hardware.ort import hardware_fingerprint, measure_in_fresh_processes
-from lnas.tasks.detection import DetectionSupernetModule
+from lnas.tasks import DetectionTask, SupernetModule
 
 TARGET_WITHIN, TOLERANCE = 0.9, 0.10
 
@@ -100,7 +100,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
         arch = space.encode(space.sample(generator))
         if arch not in archs:
             archs.append(arch)
-    supernet = DetectionSupernetModule(space=space, num_classes=int(cfg.num_classes))
+    supernet = SupernetModule(space, DetectionTask(int(cfg.num_classes)))
     models = [supernet.candidate(space.decode(a), inherit=False, seed=i).eval() for i, a in enumerate(archs)]
 
     onnx_dir = Path(out_dir) / "onnx"

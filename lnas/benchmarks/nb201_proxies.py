@@ -115,7 +115,7 @@ def build_seeded(space: NB201Space, arch: str, seed: int) -> nn.Module:
     """The network of ``arch`` with PyTorch's default initialisation drawn from ``seed`` (global RNG left untouched)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return space.build(space.decode(arch))
+        return space.benchmark_network(space.decode(arch))
 
 
 def resolve_device(name: str) -> torch.device:

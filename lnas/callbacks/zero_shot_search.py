@@ -20,7 +20,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from lnas.callbacks.hardware_latency import HardwareLatency
 from lnas.hardware.cost import count_flops, count_params
-from lnas.predictors.base import Proxy
+from lnas.predictors.base import Proxy, Supervision
 from lnas.report import write_arch_yaml, write_pareto_plot
 from lnas.search.leaderboard import Candidate, Leaderboard
 from lnas.search.strategies import RandomSearch, Strategy
@@ -29,6 +29,16 @@ from lnas.spaces.arch import Arch
 
 def _inputs_of(batch) -> torch.Tensor:
     return batch[0] if isinstance(batch, list | tuple) else batch
+
+
+def supervision(pl_module: L.LightningModule, batch, model: torch.nn.Module) -> object:
+    """What label-using proxies get: the module's ``proxy_loss(outputs, targets, images, model)`` over the batch's
+    targets when it has one (an lnas task module), else the targets themselves (class indices: cross-entropy)."""
+    images, targets = batch[0], batch[1]
+    loss = getattr(pl_module, "proxy_loss", None)
+    if loss is None:
+        return targets
+    return Supervision(targets, lambda outputs, labels: loss(outputs, labels, images, model))
 
 
 class ZeroShotSearch(L.Callback):
@@ -80,7 +90,7 @@ class ZeroShotSearch(L.Callback):
         inputs = _inputs_of(batch)
         model = pl_module.candidate(arch, inherit=self.inherit_weights, seed=self.seed)
         input_shape = tuple(inputs.shape[1:])
-        targets = batch[1] if self.proxy.needs_labels else None
+        targets = supervision(pl_module, batch, model) if self.proxy.needs_labels else None
         components: dict[str, float] = {}
         try:
             if self.leaderboard.aggregate is not None:  # a population-level ensemble: keep each proxy, aggregate later

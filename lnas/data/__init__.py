@@ -1,5 +1,12 @@
-"""LightningDataModules: embedded synthetic data (no download) and real formats."""
+"""LightningDataModules: embedded synthetic data for every task (no download) and real formats (image folder, COCO json,
+image + mask folders)."""
 
-from lnas.data.detection import SyntheticDetectionDataModule, collate_detection
+from lnas.data.bad_files import BadDataError
+from lnas.data.base import IGNORE_INDEX, SplitDataModule, collate_detection
+from lnas.data.coco import CocoDetectionDataModule
+from lnas.data.image_folder import ImageFolderDataModule
+from lnas.data.segmentation_folder import SegmentationFolderDataModule
+from lnas.data.synthetic import SyntheticClassificationDataModule, SyntheticDetectionDataModule, SyntheticSegmentationDataModule
 
-__all__ = ["SyntheticDetectionDataModule", "collate_detection"]
+__all__ = ["IGNORE_INDEX", "BadDataError", "CocoDetectionDataModule", "ImageFolderDataModule", "SegmentationFolderDataModule", "SplitDataModule",
+           "SyntheticClassificationDataModule", "SyntheticDetectionDataModule", "SyntheticSegmentationDataModule", "collate_detection"]

@@ -1,79 +1,111 @@
-"""Procedural synthetic scenes (no download): coloured rectangles, ellipses and triangles on a noisy background.
+"""Data modules over the embedded procedural scenes (:mod:`lnas.data.scenes`), generated at ``setup``, never downloaded.
 
-Every image is a deterministic function of ``(seed, split, index)``; each object comes with its tight box, its
-class label and its pixel mask, so the same scenes serve detection, segmentation and classification.
+The same scenes serve the three tasks: detection (boxes and labels of up to ``max_objects`` shapes), semantic
+segmentation (the class of every pixel, 0 = background) and classification (one shape per image; its class).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
+import torch
+from torch.utils.data import Dataset, TensorDataset
 
-CLASS_NAMES = ("rectangle", "ellipse", "triangle")
-
-
-@dataclass
-class Scene:
-    """One image (H, W, 3 uint8), its boxes (N, 4 xyxy float32), labels (N,) and class map (H, W; 0 = background)."""
-
-    image: np.ndarray
-    boxes: np.ndarray
-    labels: np.ndarray
-    class_map: np.ndarray
+from lnas.data.base import SPLITS, SplitDataModule, check_image_size, collate_detection
+from lnas.data.scenes import CLASS_NAMES, Scene, render_scene, render_split
+from lnas.data.transforms import AugmentedClassification
 
 
-def _shape_mask(kind: int, yy: np.ndarray, xx: np.ndarray, x0: float, y0: float, w: float, h: float) -> np.ndarray:
-    if kind == 0:  # rectangle
-        return (xx >= x0) & (xx < x0 + w) & (yy >= y0) & (yy < y0 + h)
-    if kind == 1:  # ellipse inscribed in the box
-        cx, cy = x0 + w / 2, y0 + h / 2
-        return ((xx + 0.5 - cx) / (w / 2)) ** 2 + ((yy + 0.5 - cy) / (h / 2)) ** 2 <= 1.0
-    # triangle: apex at the top centre, base along the bottom edge
-    rel_y = (yy + 0.5 - y0) / h
-    half_width = rel_y * w / 2
-    return (rel_y >= 0) & (rel_y <= 1) & (np.abs(xx + 0.5 - (x0 + w / 2)) <= half_width)
+def _images(scenes: list[Scene]) -> torch.Tensor:
+    return torch.stack([torch.from_numpy(s.image).permute(2, 0, 1) for s in scenes]).float() / 255.0
 
 
-def render_scene(rng: np.random.Generator, size: int, max_objects: int, min_size: float = 0.12, max_size: float = 0.5) -> Scene:
-    """Draw 1..``max_objects`` shapes with side lengths between ``min_size`` and ``max_size`` of the image."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    background = rng.uniform(0, 255, size=3)
-    image = np.clip(background + rng.normal(0, 12, size=(size, size, 3)), 0, 255)
-    class_map = np.zeros((size, size), dtype=np.int64)
-    boxes, labels = [], []
-    for _ in range(int(rng.integers(1, max_objects + 1))):
-        kind = int(rng.integers(len(CLASS_NAMES)))
-        w, h = rng.uniform(min_size, max_size, size=2) * size
-        x0, y0 = rng.uniform(0, size - w), rng.uniform(0, size - h)
-        mask = _shape_mask(kind, yy, xx, x0, y0, w, h)
-        if mask.sum() < 16:
-            continue
-        color = (background + rng.uniform(70, 185, size=3) * rng.choice([-1, 1], size=3)) % 255
-        image[mask] = np.clip(color + rng.normal(0, 8, size=(int(mask.sum()), 3)), 0, 255)
-        class_map[mask] = kind + 1
-        labels.append(kind)
-        boxes.append([x0, y0, x0 + w, y0 + h])
-    # occlusion: keep only objects still visible enough, with boxes tightened to their visible pixels
-    kept_boxes, kept_labels = [], []
-    for index, kind in enumerate(labels):
-        visible = class_map == kind + 1
-        later = _shape_mask(kind, yy, xx, boxes[index][0], boxes[index][1], boxes[index][2] - boxes[index][0], boxes[index][3] - boxes[index][1])
-        own = visible & later
-        if own.sum() < 0.5 * later.sum():
-            continue
-        ys, xs = np.nonzero(own)
-        kept_boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
-        kept_labels.append(kind)
-    return Scene(
-        image=image.astype(np.uint8),
-        boxes=np.asarray(kept_boxes, dtype=np.float32).reshape(-1, 4),
-        labels=np.asarray(kept_labels, dtype=np.int64),
-        class_map=class_map,
-    )
+class SceneDetectionDataset(Dataset):
+    """Images as float tensors in [0, 1] (3, H, W) with targets ``{"boxes": (N, 4) xyxy, "labels": (N,)}``."""
+
+    def __init__(self, scenes: list[Scene]) -> None:
+        self.images = _images(scenes)
+        self.targets = [{"boxes": torch.from_numpy(s.boxes), "labels": torch.from_numpy(s.labels)} for s in scenes]
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return self.images[index], self.targets[index]
 
 
-def render_split(seed: int, split_index: int, count: int, size: int, max_objects: int) -> list[Scene]:
-    """``count`` scenes of one split; splits use independent streams of the same seed."""
-    rng = np.random.default_rng([seed, split_index])
-    return [render_scene(rng, size, max_objects) for _ in range(count)]
+class SyntheticDataModule(SplitDataModule):
+    """Train/val/test splits of procedural scenes, deterministic from ``seed``; subclasses turn scenes into a dataset."""
+
+    class_names = CLASS_NAMES
+
+    def __init__(self, image_size: int = 128, num_train: int = 384, num_val: int = 96, num_test: int = 128, max_objects: int = 4,
+                 batch_size: int = 32, seed: int = 0, collate_fn=None) -> None:
+        super().__init__(batch_size, collate_fn=collate_fn)
+        for name, value in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test)):
+            if value < 1:
+                raise ValueError(f"data.{name} must be >= 1 image (got {value}): the pipeline cannot train or evaluate on an empty split")
+        self.image_size, self.max_objects, self.seed = check_image_size(image_size), max_objects, seed
+        self.split_sizes = dict(zip(SPLITS, (num_train, num_val, num_test), strict=True))
+
+    def scenes(self, split: str) -> list[Scene]:
+        return render_split(self.seed, SPLITS.index(split), self.split_sizes[split], self.image_size, self.max_objects)
+
+    def dataset(self, split: str) -> Dataset:
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        for split in SPLITS:
+            if split not in self.datasets:
+                self.datasets[split] = self.dataset(split)
+
+
+class SyntheticDetectionDataModule(SyntheticDataModule):
+    """Detection: up to ``max_objects`` shapes per image, boxes and labels (3 classes)."""
+
+    num_classes = len(CLASS_NAMES)
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(collate_fn=collate_detection, **kwargs)
+
+    def dataset(self, split: str) -> SceneDetectionDataset:
+        return SceneDetectionDataset(self.scenes(split))
+
+
+class SyntheticSegmentationDataModule(SyntheticDataModule):
+    """Semantic segmentation: each pixel's class, 0 = background then the 3 shapes (4 classes)."""
+
+    num_classes = len(CLASS_NAMES) + 1
+    class_names = ("background", *CLASS_NAMES)
+
+    def dataset(self, split: str) -> TensorDataset:
+        scenes = self.scenes(split)
+        return TensorDataset(_images(scenes), torch.stack([torch.from_numpy(s.class_map) for s in scenes]))
+
+
+class SyntheticClassificationDataModule(SyntheticDataModule):
+    """Classification: one shape per image (redrawn until exactly one is visible), labelled with its class (3 classes).
+
+    ``augment``: random crops (zero padding of 1/8 of the size) and horizontal flips of the training images.
+    """
+
+    num_classes = len(CLASS_NAMES)
+
+    def __init__(self, augment: bool = True, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.augment = augment
+
+    def scenes(self, split: str) -> list[Scene]:
+        rng = np.random.default_rng([self.seed, SPLITS.index(split), 1])
+        scenes: list[Scene] = []
+        while len(scenes) < self.split_sizes[split]:
+            scene = render_scene(rng, self.image_size, max_objects=1, min_size=0.25, max_size=0.7)
+            if len(scene.labels) == 1:
+                scenes.append(scene)
+        return scenes
+
+    def dataset(self, split: str) -> Dataset:
+        scenes = self.scenes(split)
+        images, labels = _images(scenes), torch.tensor([int(s.labels[0]) for s in scenes])
+        if split == "train" and self.augment:
+            return AugmentedClassification(images, labels)
+        return TensorDataset(images, labels)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -26,16 +25,7 @@ from lnas.hardware.blocks import BlockCall, decompose, glue_key
 from lnas.hardware.calibration import Calibration, CalibrationPoint, fit_calibration
 from lnas.hardware.export import export_onnx
 from lnas.hardware.ort import LatencyResult, OrtLatencyEstimator, hardware_fingerprint
-from lnas.io import atomic_write_text
-
-CACHE_ENV = "LNAS_CACHE_DIR"
-
-
-def default_cache_dir() -> Path:
-    """``$LNAS_CACHE_DIR``, else ``$XDG_CACHE_HOME/lnas``, else ``~/.cache/lnas``."""
-    if env := os.environ.get(CACHE_ENV):
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lnas"
+from lnas.io import atomic_write_text, default_cache_dir
 
 
 def _import_type(name: str) -> type:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Sequence
-from typing import ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lnas.predictors.module_copy import copy_module
@@ -46,12 +48,38 @@ def require_tensor(inputs: Inputs, proxy: str) -> torch.Tensor:
     return inputs
 
 
-def require_targets(targets: object | None, inputs: torch.Tensor, proxy: str) -> torch.Tensor:
-    """Class-index targets matching ``inputs`` (proxies with ``needs_labels``)."""
-    if not isinstance(targets, torch.Tensor) or targets.dtype not in (torch.int64, torch.int32) or targets.shape != inputs.shape[:1]:
+@dataclass(frozen=True)
+class Supervision:
+    """The targets of a batch and the loss label-using proxies differentiate, ``loss(outputs, targets) -> scalar``.
+
+    A task gives its own (e.g. detection's FCOS loss over per-image boxes); plain class-index targets get cross-entropy
+    on logits (:func:`supervision_of`). ``supervision[a:b]`` holds the targets of samples ``a..b-1``.
+    """
+
+    targets: Any
+    loss: Callable[[Any, Any], torch.Tensor]
+
+    def __getitem__(self, index: slice) -> Supervision:
+        return Supervision(self.targets[index], self.loss)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def loss_of(self, outputs: Any) -> torch.Tensor:
+        return self.loss(outputs, self.targets)
+
+
+def supervision_of(targets: object | None, inputs: torch.Tensor, proxy: str) -> Supervision:
+    """``targets`` as a :class:`Supervision` for ``inputs``: given as one, or class-index targets (cross-entropy on logits)."""
+    if isinstance(targets, Supervision):
+        if len(targets) < len(inputs):
+            raise TypeError(f"proxy {proxy!r} got targets for {len(targets)} samples and {len(inputs)} inputs")
+        return targets
+    if not isinstance(targets, torch.Tensor) or targets.dtype not in (torch.int64, torch.int32) or targets.shape[:1] != inputs.shape[:1]:
         got = f"a {targets.dtype} tensor of shape {tuple(targets.shape)}" if isinstance(targets, torch.Tensor) else type(targets).__name__
-        raise TypeError(f"proxy {proxy!r} needs class-index targets (an int64 tensor of shape ({inputs.shape[0]},)); got {got}")
-    return targets.long()
+        raise TypeError(f"proxy {proxy!r} needs class-index targets (an int64 tensor of shape ({inputs.shape[0]},)) or a Supervision "
+                        f"with the task's loss; got {got}")
+    return Supervision(targets.long(), lambda outputs, labels: F.cross_entropy(logits_of(outputs, proxy), labels))
 
 
 def logits_of(output: object, proxy: str) -> torch.Tensor:

@@ -29,20 +29,19 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lnas.predictors.base import (
     Inputs,
     SharedPass,
     SharedPassProxy,
+    Supervision,
     checked_batch_size,
     first,
     flatten_outputs,
-    logits_of,
-    require_targets,
     require_tensor,
     scoring_copy,
+    supervision_of,
     weight_layers,
 )
 from lnas.predictors.batchnorm_hessian import with_closed_form_batch_norm_hessian
@@ -113,9 +112,8 @@ def grasp_score(weights: Sequence[torch.Tensor], grads: Sequence[torch.Tensor | 
     return float(score)
 
 
-def _weight_grads(net: nn.Module, weights: list[torch.Tensor], inputs: torch.Tensor, targets: torch.Tensor, proxy: str) -> tuple:
-    loss = F.cross_entropy(logits_of(net(inputs), proxy), targets)
-    return torch.autograd.grad(loss, weights, allow_unused=True)
+def _weight_grads(net: nn.Module, weights: list[torch.Tensor], inputs: torch.Tensor, supervision: Supervision) -> tuple:
+    return torch.autograd.grad(supervision.loss_of(net(inputs)), weights, allow_unused=True)
 
 
 def gradient_scores(proxies: Sequence[GradientProxy], model: nn.Module, inputs: Inputs, targets: object | None = None) -> dict[str, float]:
@@ -129,8 +127,7 @@ def gradient_scores(proxies: Sequence[GradientProxy], model: nn.Module, inputs: 
     layers = weight_layers(net)
     weights = [layer.weight for layer in layers]
     x = first(inputs, batch_size).detach().clone().requires_grad_("jacob_cov" in names)
-    y = require_targets(first(targets, batch_size) if isinstance(targets, torch.Tensor) else targets, x, proxies[0].name) \
-        if names & LOSS_PROXIES else None
+    supervision = supervision_of(targets, inputs, proxies[0].name) if names & LOSS_PROXIES else None
     fisher = FisherTap(layers) if "fisher" in names else None
     invariance = ScaleInvariantLayers(net, layers) if "grasp" in names else None
     output = net(x)
@@ -140,7 +137,7 @@ def gradient_scores(proxies: Sequence[GradientProxy], model: nn.Module, inputs: 
     grads: tuple = ()
     scale_invariant: set[int] = set()
     if names & LOSS_PROXIES:
-        loss = F.cross_entropy(logits_of(output, proxies[0].name), y)
+        loss = supervision[:batch_size].loss_of(output)
         if invariance is not None:
             scale_invariant = invariance.find(loss)
         needs_graph = "grasp" in names and len(scale_invariant) < len(layers)
@@ -159,11 +156,10 @@ def gradient_scores(proxies: Sequence[GradientProxy], model: nn.Module, inputs: 
         (jacobian,) = torch.autograd.grad(sum(t.sum() for t in flatten_outputs(output)), x)
         scores["jacob_cov"] = jacob_cov_score(jacobian)
     if "zico" in names:
-        zico = next(p for p in proxies if p.name == "zico")
         second = inputs[batch_size: 2 * batch_size]
         if len(second) == 0:
             raise ValueError(f"proxy 'zico' needs two batches: at least {batch_size + 1} samples, got {len(inputs)}")
-        second_grads = _weight_grads(net, weights, second, require_targets(targets[batch_size: 2 * batch_size], second, zico.name), zico.name)
+        second_grads = _weight_grads(net, weights, second, supervision[batch_size: 2 * batch_size])
         scores["zico"] = zico_score([grads, second_grads])
     return scores
 

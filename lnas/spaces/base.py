@@ -56,4 +56,26 @@ class SearchSpace(ABC):
 
     @abstractmethod
     def build(self, arch: Arch) -> nn.Module:
-        """A freshly initialised static network for ``arch``."""
+        """A freshly initialised static backbone for ``arch``: it returns the features :meth:`feature_info` describes."""
+
+    @abstractmethod
+    def supernet(self) -> Supernet:
+        """A weight-sharing supernet over this space."""
+
+
+class Supernet(nn.Module, ABC):
+    """One module whose weights every candidate of a space shares (Once-for-All, Cai et al., ICLR 2020).
+
+    :meth:`activate` is the only method that changes what it computes; :meth:`extract` gives a plain static backbone
+    for any arch, holding copies of the shared weights, without changing the active arch.
+    """
+
+    arch: Arch
+
+    @abstractmethod
+    def activate(self, arch: Arch) -> None:
+        """Make ``arch`` the network this module computes."""
+
+    @abstractmethod
+    def extract(self, arch: Arch) -> nn.Module:
+        """A static backbone for ``arch`` with the shared weights copied in."""

@@ -12,11 +12,13 @@ String encoding: the benchmark's own, e.g.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
 from lnas.spaces.arch import Arch, InvalidArchError, check_arch, choose
-from lnas.spaces.base import FeatureInfo, SearchSpace
+from lnas.spaces.base import FeatureInfo, SearchSpace, Supernet
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 NODES = 4
@@ -89,37 +91,126 @@ class ResidualReduction(nn.Module):
         return self.downsample(x) + self.conv_b(self.conv_a(x))
 
 
+def _stages(channels: int, cells_per_stage: int, cell: Callable[[int], nn.Module]) -> tuple[list[nn.Module], list[int], int]:
+    """The benchmark's cell sequence: 3 stages of ``cell(width)``, a residual reduction between stages; also the index of
+    each stage's last module and the final width."""
+    modules: list[nn.Module] = []
+    ends, width = [], channels
+    for stage in range(3):
+        if stage > 0:
+            modules.append(ResidualReduction(width, width * 2))
+            width *= 2
+        modules.extend(cell(width) for _ in range(cells_per_stage))
+        ends.append(len(modules) - 1)
+    return modules, ends, width
+
+
+def _stem(in_channels: int, channels: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(in_channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels))
+
+
 class NB201Network(nn.Module):
     """A NAS-Bench-201 CIFAR network: stem, 3 stages of cells with reductions between, BN-ReLU, pooling, classifier.
 
-    ``forward`` returns the logits; :meth:`feature_modules` lists the stem and every cell (the blocks whose outputs
-    block-wise proxies such as AZ-NAS read).
+    ``forward`` returns the logits, or with ``features_only`` the output of each stage (a backbone for any task head);
+    :meth:`feature_modules` lists the stem and every cell (the blocks whose outputs block-wise proxies such as AZ-NAS read).
     """
 
     def __init__(self, arch: Arch, channels: int = 16, cells_per_stage: int = 5, num_classes: int = 10, in_channels: int = 3,
-                 cell_conv_bias: bool = False) -> None:
+                 cell_conv_bias: bool = False, features_only: bool = False) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels))
-        cells: list[nn.Module] = []
-        width = channels
-        for stage in range(3):
-            if stage > 0:
-                cells.append(ResidualReduction(width, width * 2))
-                width *= 2
-            cells.extend(NB201Cell(arch, width, cell_conv_bias) for _ in range(cells_per_stage))
+        self.stem = _stem(in_channels, channels)
+        cells, self.stage_ends, width = _stages(channels, cells_per_stage, lambda w: NB201Cell(arch, w, cell_conv_bias))
         self.cells = nn.ModuleList(cells)
-        self.lastact = nn.Sequential(nn.BatchNorm2d(width), nn.ReLU())
-        self.global_pooling = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(width, num_classes)
+        self.features_only = features_only
+        if not features_only:
+            self.lastact = nn.Sequential(nn.BatchNorm2d(width), nn.ReLU())
+            self.global_pooling = nn.AdaptiveAvgPool2d(1)
+            self.classifier = nn.Linear(width, num_classes)
 
     def feature_modules(self) -> list[nn.Module]:
         return [self.stem, *self.cells]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         x = self.stem(x)
-        for cell in self.cells:
+        features = []
+        for index, cell in enumerate(self.cells):
             x = cell(x)
+            if index in self.stage_ends:
+                features.append(x)
+        if self.features_only:
+            return features
         return self.classifier(torch.flatten(self.global_pooling(self.lastact(x)), 1))
+
+
+class MixedEdge(nn.Module):
+    """All five ops of one edge with their own weights; the active arch picks which one runs."""
+
+    def __init__(self, channels: int, conv_bias: bool = False) -> None:
+        super().__init__()
+        self.ops = nn.ModuleDict({name: make_op(name, channels, conv_bias) for name in OPS})
+
+    def forward(self, x: torch.Tensor, op: str) -> torch.Tensor:
+        return self.ops[op](x)
+
+
+class NB201SuperCell(nn.Module):
+    """A cell whose every edge is a :class:`MixedEdge`; computes the cell of ``arch``."""
+
+    def __init__(self, channels: int, conv_bias: bool = False) -> None:
+        super().__init__()
+        self.edges = nn.ModuleList(MixedEdge(channels, conv_bias) for _ in LABELS)
+
+    def forward(self, x: torch.Tensor, arch: Arch) -> torch.Tensor:
+        nodes, edge = [x], 0
+        for i in range(1, NODES):
+            total = self.edges[edge](nodes[0], str(arch[LABELS[edge]]))
+            for j in range(1, i):
+                total = total + self.edges[edge + j](nodes[j], str(arch[LABELS[edge + j]]))
+            edge += i
+            nodes.append(total)
+        return nodes[-1]
+
+
+class NB201Supernet(Supernet):
+    """Weight-sharing supernet of the NAS-Bench-201 cells (as in the one-shot baselines of Dong & Yang, ICLR 2020: every
+    edge keeps each op's weights; one cell design is shared by all cells). Returns each stage's output.
+
+    :meth:`activate` is the only method that changes what it computes; :meth:`extract` copies the active ops' weights into
+    a static :class:`NB201Network` (``features_only``).
+    """
+
+    def __init__(self, space: NB201Space) -> None:
+        super().__init__()
+        self.space = space
+        self.stem = _stem(space.in_channels, space.channels)
+        cells, self.stage_ends, _ = _stages(space.channels, space.cells_per_stage, lambda w: NB201SuperCell(w, space.cell_conv_bias))
+        self.cells = nn.ModuleList(cells)
+        self.activate(space.default())
+
+    def activate(self, arch: Arch) -> None:
+        self.space.validate(arch)
+        self.arch = dict(arch)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.stem(x)
+        features = []
+        for index, cell in enumerate(self.cells):
+            x = cell(x, self.arch) if isinstance(cell, NB201SuperCell) else cell(x)
+            if index in self.stage_ends:
+                features.append(x)
+        return features
+
+    def extract(self, arch: Arch) -> NB201Network:
+        net = self.space.build(arch)
+        net.stem.load_state_dict(self.stem.state_dict())
+        for static, shared in zip(net.cells, self.cells, strict=True):
+            if isinstance(shared, NB201SuperCell):
+                for edge, mixed, label in zip(static.edges, shared.edges, LABELS, strict=True):
+                    edge.load_state_dict(mixed.ops[str(arch[label])].state_dict())
+            else:
+                static.load_state_dict(shared.state_dict())
+        return net.train(self.training)
 
 
 class NB201Space(SearchSpace):
@@ -181,5 +272,14 @@ class NB201Space(SearchSpace):
         return [FeatureInfo(self.channels * 2**stage, 2**stage) for stage in range(3)]
 
     def build(self, arch: Arch) -> NB201Network:
+        """The backbone of ``arch``: the benchmark network without its classifier, returning each stage's output."""
+        self.validate(arch)
+        return NB201Network(arch, self.channels, self.cells_per_stage, self.num_classes, self.in_channels, self.cell_conv_bias, features_only=True)
+
+    def benchmark_network(self, arch: Arch) -> NB201Network:
+        """The benchmark's CIFAR classifier for ``arch`` (logits; BN-ReLU, pooling and linear after the cells)."""
         self.validate(arch)
         return NB201Network(arch, self.channels, self.cells_per_stage, self.num_classes, self.in_channels, self.cell_conv_bias)
+
+    def supernet(self) -> NB201Supernet:
+        return NB201Supernet(self)

@@ -33,7 +33,7 @@ from timm.layers import make_divisible
 from torch import nn
 
 from lnas.spaces.arch import Arch, InvalidArchError, check_arch, choose, format_choice
-from lnas.spaces.base import FeatureInfo, SearchSpace
+from lnas.spaces.base import FeatureInfo, SearchSpace, Supernet
 from lnas.spaces.blocks import ACTIVATIONS, BlockConfig, MBConv, ResidualBlock, conv_bn_act
 from lnas.spaces.elastic import ElasticConvAct, ElasticMBConv, ElasticResidual
 from lnas.spaces.recalibrate import recalibrate_batchnorm
@@ -423,7 +423,7 @@ class MBConvSpace(StagedSpace):
     """The elastic MBConv space of ``conf/space/mbconv.yaml``: a :class:`StagedSpace` whose blocks default to MBConv."""
 
 
-class StagedSupernet(nn.Module):
+class StagedSupernet(Supernet):
     """Once-for-All style supernet: the largest weights of every block type at every position.
 
     :meth:`activate` is the only method that changes what the module computes; the active arch and its block

@@ -1,6 +1,6 @@
-"""Detection task: FCOS head, loss and LightningModules."""
+"""Detection task: FCOS head, loss, postprocessing."""
 
-from lnas.tasks.detection.head import Detector, FCOSHead, anchor_points, postprocess
-from lnas.tasks.detection.modules import DetectionModule, DetectionSupernetModule
+from lnas.tasks.detection.head import FCOSHead, anchor_points, postprocess
+from lnas.tasks.detection.task import DetectionTask
 
-__all__ = ["DetectionModule", "DetectionSupernetModule", "Detector", "FCOSHead", "anchor_points", "postprocess"]
+__all__ = ["DetectionTask", "FCOSHead", "anchor_points", "postprocess"]

@@ -1,4 +1,4 @@
-"""Anchor-free detection head (FCOS, Tian et al., ICCV 2019) and the detector that joins it to a backbone.
+"""Anchor-free detection head (FCOS, Tian et al., ICCV 2019), its anchor points and postprocessing.
 
 The head sizes itself from the backbone's ``feature_info``. Its ONNX-exportable forward returns raw tensors;
 decoding and NMS (``torchvision.ops.batched_nms``) happen in :func:`postprocess`.
@@ -6,29 +6,27 @@ decoding and NMS (``torchvision.ops.batched_nms``) happen in :func:`postprocess`
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import batched_nms
 
 from lnas.spaces.base import FeatureInfo
 from lnas.spaces.blocks import conv_bn_act
+from lnas.tasks.base import ElasticLaterals, TaskHead
+
+Outputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-class FCOSHead(nn.Module):
-    """Per level: 1x1 lateral to ``width`` channels; shared depthwise-separable tower; class, box and centerness outputs.
-
-    Built for the supernet's (largest) feature channels, a lateral fed fewer channels uses the first input channels of
-    its weights (Once-for-All slicing, as the elastic backbone does); :meth:`narrowed` gives the static head of one arch.
-    """
+class FCOSHead(TaskHead):
+    """Per level: 1x1 lateral to ``width`` (:class:`~lnas.tasks.base.ElasticLaterals`); shared depthwise-separable
+    tower; class, box and centerness outputs. Box distances are in the pixels of the images given to the model."""
 
     def __init__(self, feature_info: Sequence[FeatureInfo], num_classes: int, width: int = 64, tower_depth: int = 2) -> None:
         super().__init__()
         self.strides = [info.reduction for info in feature_info]
-        self.lateral = nn.ModuleList(conv_bn_act(info.num_chs, width, 1) for info in feature_info)
+        self.laterals = ElasticLaterals(feature_info, width)
         self.tower = nn.Sequential(
             *(nn.Sequential(conv_bn_act(width, width, 3, groups=width), conv_bn_act(width, width, 1)) for _ in range(tower_depth))
         )
@@ -38,74 +36,26 @@ class FCOSHead(nn.Module):
         prior = 0.01  # focal-loss prior (Lin et al., 2017): start with low foreground probability
         nn.init.constant_(self.cls_out.bias, -torch.log(torch.tensor((1 - prior) / prior)).item())
 
-    def forward(self, features: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Class logits (B, N, C), box distances ltrb in pixels (B, N, 4), centerness logits (B, N); N over all levels."""
+    def forward(self, features: Sequence[torch.Tensor], network_size: tuple[int, int], image_size: tuple[int, int]) -> Outputs:
+        """Class logits (B, N, C), box distances ltrb (B, N, 4), centerness logits (B, N); N over all levels."""
         cls, box, ctr = [], [], []
-        for feature, lateral, stride in zip(features, self.lateral, self.strides, strict=True):
-            x = self.tower(_lateral(lateral, feature))
+        for x, stride in zip(self.laterals(features), self.strides, strict=True):
+            x = self.tower(x)
             cls.append(self.cls_out(x).flatten(2).transpose(1, 2))
             box.append((self.box_out(x).clamp(max=8.0).exp() * stride).flatten(2).transpose(1, 2))
             ctr.append(self.ctr_out(x).flatten(1))
-        return torch.cat(cls, 1), torch.cat(box, 1), torch.cat(ctr, 1)
-
-    def narrowed(self, feature_info: Sequence[FeatureInfo]) -> FCOSHead:
-        """A copy whose laterals take exactly ``feature_info``'s channels (the first input channels of these weights)."""
-        head = copy.deepcopy(self)
-        for lateral, info in zip(head.lateral, feature_info, strict=True):
-            conv = lateral[0]
-            if conv.in_channels != info.num_chs:
-                narrow = nn.Conv2d(info.num_chs, conv.out_channels, 1, bias=False).to(conv.weight.device)
-                narrow.weight.data.copy_(conv.weight.data[:, : info.num_chs])
-                lateral[0] = narrow
-        return head
-
-
-def _lateral(lateral: nn.Sequential, feature: torch.Tensor) -> torch.Tensor:
-    """``lateral(feature)``, slicing the conv's input channels when the feature is narrower (an elastic-width supernet)."""
-    conv = lateral[0]
-    if feature.shape[1] == conv.in_channels:
-        return lateral(feature)
-    return lateral[2](lateral[1](F.conv2d(feature, conv.weight[:, : feature.shape[1]])))
-
-
-class Detector(nn.Module):
-    """Backbone (returning a list of features) + :class:`FCOSHead`; a plain module that exports to ONNX.
-
-    With a ``resolution`` (an arch's input-resolution choice), images are resized to ``resolution`` x ``resolution``
-    inside the network and the predicted box distances scaled back, so inputs and outputs stay in the image's pixels:
-    the exported model, its measured latency and its training all run the network at the chosen resolution.
-    """
-
-    def __init__(self, backbone: nn.Module, head: FCOSHead, resolution: int | None = None) -> None:
-        super().__init__()
-        self.backbone, self.head, self.resolution = backbone, head, resolution
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return at_resolution(images, self.resolution, lambda x: self.head(self.backbone(x)))
-
-    def points(self, image_size: tuple[int, int], device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Anchor points (and their strides) of this detector's outputs, in the pixels of an ``image_size`` input."""
-        return anchor_points(image_size, self.head.strides, device, self.resolution)
-
-
-Outputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-
-
-def at_resolution(images: torch.Tensor, resolution: int | None, network: Callable[[torch.Tensor], Outputs]) -> Outputs:
-    """``network`` run on ``images`` resized (bilinear) to ``resolution``, box distances scaled back to the image's pixels."""
-    height, width = images.shape[-2:]
-    if resolution is None or (height, width) == (resolution, resolution):
-        return network(images)
-    cls, box, ctr = network(F.interpolate(images, size=(resolution, resolution), mode="bilinear", align_corners=False))
-    scale = torch.tensor([width / resolution, height / resolution] * 2, dtype=box.dtype, device=box.device)
-    return cls, box * scale, ctr
+        box_all = torch.cat(box, 1)
+        if tuple(network_size) != tuple(image_size):  # the backbone ran on resized images: distances back to image pixels
+            (net_h, net_w), (img_h, img_w) = network_size, image_size
+            box_all = box_all * torch.tensor([img_w / net_w, img_h / net_h] * 2, dtype=box_all.dtype, device=box_all.device)
+        return torch.cat(cls, 1), box_all, torch.cat(ctr, 1)
 
 
 def anchor_points(image_size: tuple[int, int], strides: Sequence[int], device: torch.device | None = None,
                   resolution: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Centres (N, 2) of every output location, in pixels, and the stride (N,) of the level each belongs to.
 
-    With a ``resolution`` (the network runs on the image resized to it, see :class:`Detector`), the locations are
+    With a ``resolution`` (the network runs on the image resized to it, see :class:`~lnas.tasks.base.TaskModel`), the locations are
     those of the resized image, mapped back to the image's pixels (square images: one scale for both axes).
     """
     if resolution is not None and tuple(image_size) != (resolution, resolution):
