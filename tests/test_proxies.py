@@ -32,7 +32,7 @@ from lnas.predictors import (
     score_proxies,
     warn_non_finite,
 )
-from lnas.predictors.base import scoring_copy
+from lnas.predictors.base import Supervision, scoring_copy
 from lnas.predictors.ensemble import population_ranks
 from lnas.predictors.registry import available, load_proxy
 from lnas.spaces.nb201 import NB201Space
@@ -134,8 +134,10 @@ def test_multi_output_models_work_with_label_free_proxies_and_label_proxies_say_
 
 
 def test_label_proxies_reject_missing_or_wrong_targets(tiny_nb201, batch):
-    with pytest.raises(TypeError, match=r"needs class-index targets \(an int64 tensor of shape \(4,\)\); got NoneType"):
+    with pytest.raises(TypeError, match=r"needs class-index targets \(an int64 tensor of shape \(8,\)\) or a Supervision .*; got NoneType"):
         GradNorm(4).score(tiny_nb201, batch[0])
+    with pytest.raises(TypeError, match=r"got a torch.float32 tensor of shape \(8,\)"):
+        GradNorm(4).score(tiny_nb201, batch[0], batch[1].float())
     with pytest.raises(ValueError, match="'zico' needs two batches: at least 5 samples, got 4"):
         ZiCo(4).score(tiny_nb201, batch[0][:4], batch[1][:4])
 
@@ -280,3 +282,12 @@ def test_fisher_rates_a_cell_that_never_sees_its_input_as_the_worst_not_the_best
     scores = {arch: score_proxies([Fisher(), GradNorm()], space.benchmark_network(space.decode(arch)), x, y) for arch in (dead, alive)}
     assert scores[dead]["grad_norm"] == 0.0
     assert scores[dead]["fisher"] < 1e-2 * scores[alive]["fisher"]  # about 1e9 when rounding noise passed the ReLUs
+
+
+def test_label_proxies_differentiate_the_loss_a_supervision_gives(tiny_nb201, batch):
+    x, y = batch
+    proxies = [GradNorm(4), Snip(4)]
+    plain = score_proxies(proxies, tiny_nb201, x, y)
+    assert score_proxies(proxies, tiny_nb201, x, Supervision(y, lambda out, t: F.cross_entropy(out, t))) == pytest.approx(plain, rel=1e-6)
+    doubled = score_proxies(proxies, tiny_nb201, x, Supervision(y, lambda out, t: 2 * F.cross_entropy(out, t)))
+    assert doubled == pytest.approx({name: 2 * value for name, value in plain.items()}, rel=1e-5)

@@ -73,7 +73,7 @@ def test_task_outputs_have_the_documented_shapes():
 def test_classification_reports_top1_and_top5():
     task = ClassificationTask(10)
     metrics = task.metrics()
-    logits = torch.eye(10)[:4] * 5
+    logits = torch.eye(10)[:4] * 5 + torch.arange(10, 0, -1) * 0.01  # ranks: the diagonal class, then 0, 1, 2, ...
     task.update_metrics(metrics, logits, torch.tensor([0, 1, 3, 3]), torch.zeros(4, 3, 8, 8), None)
     values = task.compute_metrics(metrics)
     assert float(values["top1"]) == pytest.approx(0.75) and float(values["top5"]) == pytest.approx(1.0)
