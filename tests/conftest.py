@@ -1,4 +1,4 @@
-"""Shared fixtures: the real Hydra configs composed as in ``python -m lnas.train``."""
+"""Shared fixtures: the real Hydra configs composed as in ``python -m lnas.train``, and the shared data lnas does not ship."""
 
 from __future__ import annotations
 
@@ -10,7 +10,30 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
+from lnas.io import data_dir
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+REQUIRE_SHARED_DATA_ENV = "LNAS_REQUIRE_SHARED_DATA"
+
+
+@pytest.fixture
+def shared_data_file() -> Callable[[str], Path]:
+    """``shared_data_file("cifar10/cifar10_train_1000.npz")``: that file of the shared benchmark data (:func:`lnas.io.data_dir`).
+
+    When it is missing the test is skipped, with a reason that names the file and the setting that provides it; with
+    ``LNAS_REQUIRE_SHARED_DATA=1`` (set by ``.ci/run``, where the data is always there) the test fails instead.
+    """
+
+    def _find(relative_path: str) -> Path:
+        path = data_dir() / relative_path
+        if path.is_file():
+            return path
+        message = f"needs {path}: set LNAS_DATA_DIR to the folder holding {relative_path} (default ../shared/data beside the checkout)"
+        if os.environ.get(REQUIRE_SHARED_DATA_ENV) == "1":
+            pytest.fail(f"{message}; {REQUIRE_SHARED_DATA_ENV}=1 makes a missing shared data file a failure")
+        pytest.skip(message)
+
+    return _find
 
 
 @pytest.fixture

@@ -1,4 +1,3 @@
-import csv
 import math
 
 import pytest
@@ -7,14 +6,11 @@ from torch import nn
 from lnas.callbacks import HardwareLatency
 from lnas.hardware import Nb201LatencyTable
 from lnas.hardware.nb201 import DEVICES
-from lnas.io import data_dir
-
-NB201 = data_dir() / "nb201"
+from lnas.io import nb201_table, read_csv_rows
 
 
 def _rows(name: str) -> dict[str, dict]:
-    with open(NB201 / name, newline="") as f:
-        return {row["idx"]: row for row in csv.DictReader(f)}
+    return {row["idx"]: row for row in read_csv_rows(nb201_table(name))}
 
 
 def test_every_device_returns_the_published_latency_of_a_cell():
@@ -53,5 +49,5 @@ def test_bad_arguments_name_the_allowed_ones():
     with pytest.raises(TypeError, match="warmup"):
         Nb201LatencyTable("raspi4", threads=2)
     assert Nb201LatencyTable("raspi4", warmup=2, runs=5, repeats=2).device == "raspi4"  # the debug overlay's keys
-    with pytest.raises(FileNotFoundError, match="LNAS_DATA_DIR"):
+    with pytest.raises(FileNotFoundError, match="/nonexistent/nb201_cifar10.csv not found: the folder given must hold"):
         Nb201LatencyTable("raspi4", data_path="/nonexistent")

@@ -1,6 +1,5 @@
 """The NAS-Bench-201 space: labels, string round trip, sampling, mutation and the benchmark's own networks."""
 
-import csv
 from importlib.resources import files
 
 import pytest
@@ -9,7 +8,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
-from lnas.io import data_dir
+from lnas.io import nb201_table, read_csv_rows
 from lnas.spaces.arch import InvalidArchError
 from lnas.spaces.base import FeatureInfo
 from lnas.spaces.nb201 import LABELS, OPS, NB201Space
@@ -87,8 +86,7 @@ def test_parameter_counts_match_the_benchmark(space):
     All 15,625 were checked once: 15,167 agree exactly (to the file's 6 decimals) and 15,421 (98.7%) within 1%; the
     204 others are seed averages over networks with other conv counts (the test below accounts for every row).
     """
-    with open(data_dir() / "nb201" / "nb201_cifar10.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = read_csv_rows(nb201_table("nb201_cifar10.csv"))
     chosen = torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))[:200].tolist()
     relative, exact = [], []
     for i in chosen:
@@ -121,8 +119,7 @@ def test_every_row_of_the_benchmark_matches_or_is_a_seed_average_of_networks_wit
     shuffled = dict(zip(LABELS, ["avg_pool_3x3", "nor_conv_1x1", "none", "nor_conv_3x3", "nor_conv_3x3", "skip_connect"], strict=True))
     assert count(shuffled) == counts[(2, 1)]  # only the numbers of conv ops matter, not their edges or the other ops
     conv3, conv1 = counts[(1, 0)] - counts[(0, 0)], counts[(0, 1)] - counts[(0, 0)]
-    with open(data_dir() / "nb201" / "nb201_cifar10.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = read_csv_rows(nb201_table("nb201_cifar10.csv"))
     within, averaged, unexplained = 0, 0, []
     for row in rows:
         ops = ops_of(space.decode(row["arch_str"]))

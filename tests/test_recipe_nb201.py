@@ -5,11 +5,14 @@ ensemble of them:
 Spearman's rho over 20 architectures has a standard error near 0.2, so the recipe's ±0.05 targets for the full
 1,000-architecture run cannot be checked here; the test replaces the ``expected`` map by bounds that 20
 architectures do support and checks the recipe's files and its exit status.
+The recipe's mechanics are tested on generated images in the layout of the shared CIFAR-10 sample (which lnas does
+not ship); one test checks that layout on the shared file itself.
 """
 
 import csv
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,8 +22,7 @@ from hydra.errors import InstantiationException
 from omegaconf import OmegaConf
 
 from lnas.benchmarks.correlation import rank_correlations, spearman_interval
-from lnas.benchmarks.nb201_proxies import CifarSample, architecture_batch, stratified_sample
-from lnas.io import data_dir
+from lnas.benchmarks.nb201_proxies import CIFAR_MEAN, CifarSample, architecture_batch, stratified_sample
 from lnas.reproduce import run_recipe
 from lnas.spaces.nb201 import NB201Space
 
@@ -57,6 +59,17 @@ def test_spearman_interval_brackets_rho_and_narrows_with_more_architectures():
         spearman_interval([1, 2, 3], [1, 2, 3], level=95)
 
 
+@pytest.fixture(scope="module")
+def generated_data_dir(tmp_path_factory) -> Path:
+    """A data folder whose ``cifar10/cifar10_train_1000.npz`` holds random images in the shared file's layout (100 per class)."""
+    root = tmp_path_factory.mktemp("data")
+    (root / "cifar10").mkdir()
+    generator = np.random.default_rng(0)
+    np.savez(root / "cifar10" / "cifar10_train_1000.npz", x=generator.integers(0, 256, (1000, 32, 32, 3), dtype=np.uint8),
+             y=np.repeat(np.arange(10, dtype=np.int64), 100))
+    return root
+
+
 def compose_recipe(*overrides: str):
     with initialize_config_module("lnas.recipes", version_base="1.3"):
         return compose(config_name="nb201_proxies", overrides=list(overrides))
@@ -71,9 +84,10 @@ def test_the_recipe_expects_every_published_value_within_0_05():
     assert cfg.n == 1000 and isinstance(cfg.seed, int)
 
 
-def test_the_recipe_runs_on_20_architectures(tmp_path, capsys):
-    cfg = compose_recipe("n=20", "batch_size=16", "proxies=[params,flops,synflow,naswot]", "ensemble=[flops,synflow,naswot]",
-                         "six=[synflow]", "timing_archs=2", "timing_repeats=2", "checkpoint_every=10", "device=cpu")
+def test_the_recipe_runs_on_20_architectures(tmp_path, capsys, generated_data_dir):
+    cfg = compose_recipe("n=20", f"data_dir={generated_data_dir}", "batch_size=16", "proxies=[params,flops,synflow,naswot]",
+                         "ensemble=[flops,synflow,naswot]", "six=[synflow]", "timing_archs=2", "timing_repeats=2", "checkpoint_every=10",
+                         "device=cpu")
     cfg.expected = {"spearman.params": {"min": 0.3, "source": "20 archs"}, "spearman.ensemble": {"min": 0.3, "source": "20 archs"},
                     "timing.six_over_forward_backward": {"max": 100.0, "source": "synflow alone is cheap"}}
     assert run_recipe(cfg, tmp_path) == 0
@@ -106,8 +120,8 @@ def test_the_recipe_runs_on_20_architectures(tmp_path, capsys):
         assert (results["spearman_finite_scores_only"][name] == pytest.approx(rho)) == (non_finite == 0)
 
     # a second run reuses the first one's scores and computes only what is missing
-    again = compose_recipe("n=20", "batch_size=16", "proxies=[params,flops,synflow,naswot,jacob_cov]", "ensemble=[flops,synflow,naswot]",
-                           "six=[synflow]", "timing_archs=0", f"resume=[{tmp_path / 'scores.csv'}]", "device=cpu")
+    again = compose_recipe("n=20", f"data_dir={generated_data_dir}", "batch_size=16", "proxies=[params,flops,synflow,naswot,jacob_cov]",
+                           "ensemble=[flops,synflow,naswot]", "six=[synflow]", "timing_archs=0", f"resume=[{tmp_path / 'scores.csv'}]", "device=cpu")
     again.expected = {}
     assert run_recipe(again, tmp_path / "again") == 0
     with open(tmp_path / "again" / "scores.csv", newline="") as handle:
@@ -128,8 +142,8 @@ def test_the_sample_takes_one_architecture_from_each_accuracy_stratum_in_random_
             stratified_sample(accuracy, n, seed=0)
 
 
-def test_each_architecture_gets_its_own_reproducible_augmented_batch():
-    cifar = CifarSample(data_dir() / "cifar10" / "cifar10_train_1000.npz")
+def test_each_architecture_gets_its_own_reproducible_augmented_batch(generated_data_dir):
+    cifar = CifarSample(generated_data_dir / "cifar10" / "cifar10_train_1000.npz")
     cfg = compose_recipe("batch_size=32")
     first, again, other = (architecture_batch(cifar, cfg, idx, torch.device("cpu")) for idx in (7, 7, 8))
     assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
@@ -140,6 +154,21 @@ def test_each_architecture_gets_its_own_reproducible_augmented_batch():
 
     fixed = compose_recipe("batch_size=32", "batch=fixed")
     assert all(torch.equal(architecture_batch(cifar, fixed, idx, torch.device("cpu"))[1], cifar.batch(32, fixed.seed)[1]) for idx in (7, 8))
+
+
+def test_the_shared_cifar_sample_has_the_layout_the_recipe_draws_from(shared_data_file):
+    cifar = CifarSample(shared_data_file("cifar10/cifar10_train_1000.npz"))
+    assert cifar.images.shape == (1000, 3, 32, 32) and 0.0 <= cifar.images.min() < cifar.images.max() <= 1.0
+    assert torch.bincount(cifar.labels).tolist() == [100] * 10
+    assert torch.allclose(cifar.images.mean(dim=(0, 2, 3)), torch.tensor(CIFAR_MEAN), atol=0.02)  # the mean the batches are normalised by
+
+
+def test_a_missing_cifar_sample_names_the_file_and_the_settings_that_provide_it(tmp_path):
+    cfg = compose_recipe("n=20", f"data_dir={tmp_path}", "device=cpu")
+    message = r"cifar10_train_1000.npz not found \(lnas does not ship it\): set data_dir=\.\.\. or \$LNAS_DATA_DIR"
+    with pytest.raises(InstantiationException, match=message):
+        run_recipe(cfg, tmp_path / "out")
+    assert not (tmp_path / "out" / "scores.csv").exists()
 
 
 def test_an_unknown_batch_mode_is_rejected_before_scoring(tmp_path):

@@ -42,7 +42,7 @@ from torch import nn
 from torchvision.transforms import v2
 
 from lnas.benchmarks.correlation import rank_correlations, spearman_interval
-from lnas.io import atomic_write, atomic_write_text, data_dir
+from lnas.io import DATA_DIR_ENV, atomic_write, atomic_write_text, data_dir, nb201_table, read_csv_rows
 from lnas.predictors.base import Proxy, score_proxies
 from lnas.predictors.ensemble import ZeroShotEnsemble, population_ranks, warn_non_finite
 from lnas.predictors.registry import load_proxy
@@ -56,17 +56,19 @@ NAN_POLICIES = frozenset({"omit", "worst"})
 TRUTH_COLUMNS = ("cifar10_test_acc", "cifar10_valid_acc")
 
 
-def load_table(path: Path) -> list[dict]:
-    """Rows of ``nb201_cifar10.csv`` (index, arch string, test and cifar10-valid accuracy)."""
-    with open(path, newline="") as handle:
-        return [{"idx": int(r["idx"]), "arch": r["arch_str"], "cifar10_test_acc": float(r["cifar10_test_acc"]),
-                 "cifar10_valid_acc": float(r["cifar10_valid_acc"])} for r in csv.DictReader(handle)]
+def load_table() -> list[dict]:
+    """Rows of ``nb201_cifar10.csv`` (index, arch string, test and cifar10-valid accuracy), from :func:`lnas.io.nb201_table`."""
+    return [{"idx": int(r["idx"]), "arch": r["arch_str"], "cifar10_test_acc": float(r["cifar10_test_acc"]),
+             "cifar10_valid_acc": float(r["cifar10_valid_acc"])} for r in read_csv_rows(nb201_table("nb201_cifar10.csv"))]
 
 
 class CifarSample:
     """The CIFAR-10 images of ``cifar10_train_1000.npz`` (floats in [0, 1], NCHW) and their labels, to draw batches from."""
 
     def __init__(self, path: Path) -> None:
+        if not path.is_file():
+            raise FileNotFoundError(f"CIFAR-10 sample {path} not found (lnas does not ship it): set data_dir=... or ${DATA_DIR_ENV} "
+                                    "to the shared data folder holding cifar10/cifar10_train_1000.npz")
         archive = np.load(path)
         self.images = torch.from_numpy(archive["x"]).permute(0, 3, 1, 2).float().div(255.0)
         self.labels = torch.from_numpy(archive["y"]).long()
@@ -273,8 +275,7 @@ def timing_results(seconds: dict[str, list[float]], six: Sequence[str], repeats:
 
 def run(cfg: DictConfig, out_dir: Path) -> dict:
     """Score the sampled architectures; write ``scores.csv``; return correlations and timings."""
-    root = Path(cfg.data_dir) if cfg.get("data_dir") else data_dir()
-    table = load_table(root / "nb201" / "nb201_cifar10.csv")
+    table = load_table()
     if not 2 <= cfg.n <= len(table):
         raise ValueError(f"n must be between 2 and {len(table)}, got {cfg.n}")
     sample = stratified_sample([row["cifar10_test_acc"] for row in table], cfg.n, cfg.seed)[cfg.start: cfg.stop]
@@ -289,7 +290,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     device = resolve_device(cfg.device)
-    cifar = CifarSample(root / "cifar10" / "cifar10_train_1000.npz")
+    cifar = CifarSample((Path(cfg.data_dir) if cfg.get("data_dir") else data_dir()) / "cifar10" / "cifar10_train_1000.npz")
     proxies, ensemble, scored = configured_proxies(cfg)
     entries = [table[i] for i in sample]
     rows, scoring_seconds = score_sample(entries, scored, ensemble, cfg, device, cifar, out_dir)

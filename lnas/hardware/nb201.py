@@ -1,22 +1,25 @@
 """Published per-device latencies of the 15,625 NAS-Bench-201 cells, as a latency estimator.
 
 Searches over NAS-Bench-201 can thus be benchmarked for devices we do not have: the candidate's key (its cell string,
-``|nor_conv_3x3~0|+|...|``) is looked up in ``nb201/nb201_latency.csv`` of the shared data (:func:`lnas.io.data_dir`),
-joined by row index with ``nb201/nb201_cifar10.csv``. Sources: HW-NAS-Bench (Li et al., ICLR 2021) and HELP
-(Lee et al., NeurIPS 2021); see the data README.
+``|nor_conv_3x3~0|+|...|``) is looked up in ``nb201_latency.csv``, joined by row index with ``nb201_cifar10.csv``: the
+tables shipped with lnas, or those :func:`lnas.io.nb201_table` finds instead. Sources: HW-NAS-Bench (Li et al., ICLR 2021)
+and HELP (Lee et al., NeurIPS 2021); see ``lnas/tables/nb201/README.md``.
 """
 
 from __future__ import annotations
 
-import csv
 import math
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from torch import nn
 
 from lnas.hardware.ort import LatencyResult
-from lnas.io import data_dir
+from lnas.io import nb201_table, read_csv_rows
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 # option name -> (column, device) ; CIFAR-10 input, batch 1
 DEVICES: dict[str, tuple[str, str]] = {
@@ -33,16 +36,16 @@ DEVICES: dict[str, tuple[str, str]] = {
 MEASUREMENT_KEYS = frozenset({"warmup", "runs", "repeats"})
 
 
+def load_nb201_latencies(directory: str | Path | None = None) -> dict[str, dict[str, float]]:
+    """``{cell string: {column: ms}}`` from the two NAS-Bench-201 tables (:func:`lnas.io.nb201_table`; ``directory``, when
+    given, is the folder holding both)."""
+    return _join(nb201_table("nb201_cifar10.csv", directory), nb201_table("nb201_latency.csv", directory))
+
+
 @cache
-def load_nb201_latencies(directory: Path) -> dict[str, dict[str, float]]:
-    """``{cell string: {column: ms}}`` from the two NAS-Bench-201 files under ``directory`` (``…/nb201``)."""
-    for name in ("nb201_cifar10.csv", "nb201_latency.csv"):
-        if not (directory / name).is_file():
-            raise FileNotFoundError(f"NAS-Bench-201 data file {directory / name} not found; set $LNAS_DATA_DIR to the shared data folder")
-    with open(directory / "nb201_cifar10.csv", newline="") as f:
-        arch_of = {row["idx"]: row["arch_str"].strip() for row in csv.DictReader(f)}
-    with open(directory / "nb201_latency.csv", newline="") as f:
-        return {arch_of[row["idx"]]: {k: float(v) for k, v in row.items() if k != "idx"} for row in csv.DictReader(f)}
+def _join(cells: Path | Traversable, latencies: Path | Traversable) -> dict[str, dict[str, float]]:
+    arch_of = {row["idx"]: row["arch_str"].strip() for row in read_csv_rows(cells)}
+    return {arch_of[row["idx"]]: {k: float(v) for k, v in row.items() if k != "idx"} for row in read_csv_rows(latencies)}
 
 
 class Nb201LatencyTable:
@@ -61,7 +64,7 @@ class Nb201LatencyTable:
                             f"it takes device, data_path and {sorted(MEASUREMENT_KEYS)}")
         self.device = device
         self.column, self.description = DEVICES[device]
-        self.table = load_nb201_latencies(Path(data_path) if data_path else data_dir() / "nb201")
+        self.table = load_nb201_latencies(data_path or None)
 
     def latency_ms(self, arch: str) -> float:
         """Published latency (ms) of the cell ``arch``; raises for a string that is not a cell or a cell without a value."""
