@@ -34,6 +34,7 @@ from lnas.predictors import (
 )
 from lnas.predictors.base import Supervision, scoring_copy
 from lnas.predictors.ensemble import population_ranks
+from lnas.predictors.gradients import TwiceDifferentiableHardsigmoid, TwiceDifferentiableHardswish
 from lnas.predictors.registry import available, load_proxy
 from lnas.spaces.nb201 import NB201Space
 
@@ -138,8 +139,14 @@ def test_label_proxies_reject_missing_or_wrong_targets(tiny_nb201, batch):
         GradNorm(4).score(tiny_nb201, batch[0])
     with pytest.raises(TypeError, match=r"got a torch.float32 tensor of shape \(8,\)"):
         GradNorm(4).score(tiny_nb201, batch[0], batch[1].float())
-    with pytest.raises(ValueError, match="'zico' needs two batches: at least 5 samples, got 4"):
-        ZiCo(4).score(tiny_nb201, batch[0][:4], batch[1][:4])
+    with pytest.raises(ValueError, match="'zico' needs two batches: at least 2 samples, got 1"):
+        ZiCo(4).score(tiny_nb201, batch[0][:1], batch[1][:1])
+
+
+def test_zico_of_a_small_batch_takes_its_two_halves(tiny_nb201, batch):
+    x, y = batch
+    assert ZiCo(2).score(tiny_nb201, x[:4], y[:4]) == ZiCo(4).score(tiny_nb201, x[:4], y[:4])
+    assert ZiCo(4).score(tiny_nb201, x[:4], y[:4]) != ZiCo(4).score(tiny_nb201, x[:8], y[:8])
 
 
 def linear_case() -> tuple[nn.Linear, torch.Tensor, torch.Tensor]:
@@ -291,3 +298,15 @@ def test_label_proxies_differentiate_the_loss_a_supervision_gives(tiny_nb201, ba
     assert score_proxies(proxies, tiny_nb201, x, Supervision(y, lambda out, t: F.cross_entropy(out, t))) == pytest.approx(plain, rel=1e-6)
     doubled = score_proxies(proxies, tiny_nb201, x, Supervision(y, lambda out, t: 2 * F.cross_entropy(out, t)))
     assert doubled == pytest.approx({name: 2 * value for name, value in plain.items()}, rel=1e-5)
+
+
+def test_grasp_takes_the_hessian_through_hard_activations():
+    x = torch.linspace(-5, 5, 201)
+    assert torch.allclose(TwiceDifferentiableHardswish()(x), nn.Hardswish()(x))
+    assert torch.allclose(TwiceDifferentiableHardsigmoid()(x), nn.Hardsigmoid()(x))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Hardswish(), nn.Conv2d(8, 8, 1), nn.Hardsigmoid(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(8, 3))
+    score = Grasp(8).score(model, torch.randn(8, 3, 8, 8), torch.randint(0, 3, (8,)))
+    assert math.isfinite(score) and score != 0.0
+    assert isinstance(model[1], nn.Hardswish)  # the model itself is untouched

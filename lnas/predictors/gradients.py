@@ -75,6 +75,33 @@ class FisherTap:
             handle.remove()
 
 
+class TwiceDifferentiableHardsigmoid(nn.Module):
+    """``hardsigmoid(x) = clamp(x / 6 + 1/2, 0, 1)`` from ops autograd differentiates twice (PyTorch's fused
+    ``hardsigmoid_backward`` has no derivative, which GraSP's Hessian-vector product needs)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x / 6 + 0.5).clamp(0.0, 1.0)
+
+
+class TwiceDifferentiableHardswish(TwiceDifferentiableHardsigmoid):
+    """``hardswish(x) = x · hardsigmoid(x)``, differentiable twice (see :class:`TwiceDifferentiableHardsigmoid`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * super().forward(x)
+
+
+def with_twice_differentiable_activations(net: nn.Module) -> nn.Module:
+    """Replace ``net``'s Hardsigmoid and Hardswish modules, in place, by equal ones autograd differentiates twice."""
+    for name, child in net.named_children():
+        if isinstance(child, nn.Hardswish):
+            setattr(net, name, TwiceDifferentiableHardswish())
+        elif isinstance(child, nn.Hardsigmoid):
+            setattr(net, name, TwiceDifferentiableHardsigmoid())
+        else:
+            with_twice_differentiable_activations(child)
+    return net
+
+
 def jacob_cov_score(jacobian: torch.Tensor) -> float:
     """Score of the input Jacobian (one row per sample), as the reference's ``eval_score``; NaN when undefined."""
     corr = torch.corrcoef(jacobian.reshape(jacobian.shape[0], -1).double()).cpu()
@@ -123,7 +150,7 @@ def gradient_scores(proxies: Sequence[GradientProxy], model: nn.Module, inputs: 
     inputs = require_tensor(inputs, proxies[0].name)
     net = scoring_copy(model)
     if "grasp" in names:
-        with_closed_form_batch_norm_hessian(net)
+        with_twice_differentiable_activations(with_closed_form_batch_norm_hessian(net))
     layers = weight_layers(net)
     weights = [layer.weight for layer in layers]
     x = first(inputs, batch_size).detach().clone().requires_grad_("jacob_cov" in names)
@@ -156,11 +183,12 @@ def gradient_scores(proxies: Sequence[GradientProxy], model: nn.Module, inputs: 
         (jacobian,) = torch.autograd.grad(sum(t.sum() for t in flatten_outputs(output)), x)
         scores["jacob_cov"] = jacob_cov_score(jacobian)
     if "zico" in names:
-        second = inputs[batch_size: 2 * batch_size]
-        if len(second) == 0:
-            raise ValueError(f"proxy 'zico' needs two batches: at least {batch_size + 1} samples, got {len(inputs)}")
-        second_grads = _weight_grads(net, weights, second, supervision[batch_size: 2 * batch_size])
-        scores["zico"] = zico_score([grads, second_grads])
+        half = min(batch_size, len(inputs) // 2)
+        if half < 1:
+            raise ValueError(f"proxy 'zico' needs two batches: at least 2 samples, got {len(inputs)}")
+        first_grads = grads if half == batch_size else _weight_grads(net, weights, inputs[:half], supervision[:half])
+        second_grads = _weight_grads(net, weights, inputs[half: 2 * half], supervision[half: 2 * half])
+        scores["zico"] = zico_score([first_grads, second_grads])
     return scores
 
 
@@ -214,7 +242,8 @@ class JacobCov(GradientProxy):
 class ZiCo(GradientProxy):
     """ZiCo (Li et al., ICLR 2023, "ZiCo: Zero-shot NAS via Inverse Coefficient of Variation on Gradients").
 
-    Gradients of two batches of ``batch_size`` samples (the first two of the inputs given); higher is better.
+    Gradients of two batches of ``batch_size`` samples (the first two of the inputs given; when fewer than
+    ``2 * batch_size`` samples are given, their two halves); higher is better.
     """
 
     name = "zico"

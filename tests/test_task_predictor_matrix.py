@@ -1,0 +1,24 @@
+"""Every predictor with every task, end to end (``+debug=fast``, shrunk further to two candidates at 32x32)."""
+
+import csv
+import math
+
+import pytest
+
+from lnas.predictors.registry import available
+from lnas.train import train
+
+TASKS = ("classification", "detection", "segmentation")
+
+
+@pytest.mark.parametrize("predictor", available())
+@pytest.mark.parametrize("experiment", TASKS)
+def test_every_predictor_runs_end_to_end_with_every_task(compose_cfg, tmp_path, experiment, predictor):
+    cfg = compose_cfg(f"+experiment={experiment}", "+debug=fast", f"predictor={predictor}", "search.num_candidates=2", "train_baseline=false",
+                      "data.image_size=32", "data.num_train=16", f"output_dir={tmp_path}")
+    summary = train(cfg)
+    rows = list(csv.DictReader((tmp_path / "leaderboard.csv").open()))
+    assert len(rows) == summary["candidates_scored"] == 2 and summary["task"] == experiment
+    scores = [float(row["score"]) for row in rows]
+    assert any(math.isfinite(score) for score in scores), f"{predictor} gave no finite score on {experiment}: {scores}"
+    assert math.isfinite(summary["pick"]["metrics"][summary["metric"]]) and (tmp_path / "model.onnx").exists()
