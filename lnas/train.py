@@ -67,15 +67,17 @@ def _train_and_test(cfg: DictConfig, out: Path, phase: str, model: TaskModel, ta
     return {key.removeprefix("test/"): float(value) for key, value in results.items()}
 
 
-def _latencies(hardware: HardwareLatency, contenders: list[Contender], onnx_paths: list[Path], input_shape: tuple[int, ...]) -> list[dict]:
-    """Latency of every contender with the search's estimator: their exported files measured interleaved when the estimator
-    measures ONNX files, else the estimator's value (a look-up table by arch key)."""
-    estimator = hardware.estimator
-    if hasattr(estimator, "measure_onnx_many"):
-        results = estimator.measure_onnx_many(onnx_paths, [input_shape] * len(onnx_paths))
-    else:
-        results = [estimator.estimate(c.arch or c.name, c.model, input_shape) for c in contenders]
-    return [{"latency_ms": r.median_ms, "latency_spread_ms": r.spread_ms, "latency_method": r.method} for r in results]
+def _latencies(hardware: HardwareLatency, contenders: list[Contender], onnx_paths: list[Path], input_shape: tuple[int, ...]) -> dict[str, list]:
+    """Latency of every contender on every device: their exported files measured interleaved when the device's estimator
+    measures ONNX files, else the estimator's value (e.g. a look-up table by arch key). Device → one result per contender."""
+    latencies = {}
+    for target in hardware.targets:
+        estimator = target.estimator
+        if hasattr(estimator, "measure_onnx_many"):
+            latencies[target.name] = estimator.measure_onnx_many(onnx_paths, [input_shape] * len(onnx_paths))
+        else:
+            latencies[target.name] = [estimator.estimate(c.arch or c.name, c.model, input_shape) for c in contenders]
+    return latencies
 
 
 def _timm_baseline(cfg: DictConfig, space: SearchSpace, task: Task, input_shape: tuple[int, int, int]) -> Contender | None:
@@ -83,6 +85,23 @@ def _timm_baseline(cfg: DictConfig, space: SearchSpace, task: Task, input_shape:
     if not cfg.baseline:
         return None
     return Contender("baseline", str(cfg.baseline), timm_baseline(str(cfg.baseline), task, input_shape, num_levels=len(space.feature_info())))
+
+
+def _default_baseline(space: SearchSpace, supernet: SupernetModule, inherit: bool, seed: int) -> Contender:
+    default = space.default()
+    key = space.encode(default)
+    return Contender("baseline", f"space default {key}", supernet.candidate(default, inherit=inherit, seed=seed), key)
+
+
+def _check_before_work(cfg: DictConfig, space: SearchSpace, hardware: HardwareLatency, search: ZeroShotSearch | None) -> None:
+    """Refuse combinations that cannot work, before anything is trained or measured."""
+    hardware.check_space(space)
+    if search is not None:
+        search.objectives(hardware)
+    if cfg.baseline and any(not hasattr(t.estimator, "measure_onnx_many") for t in hardware.targets):
+        tables = [t.name for t in hardware.targets if not hasattr(t.estimator, "measure_onnx_many")]
+        raise ValueError(f"baseline={cfg.baseline} cannot be looked up in the latency tables of devices {tables}: a timm baseline needs "
+                         "devices that measure (hardware=ort_cpu|lut_cpu|ort_cuda); with a table, the baseline is the space default (baseline=null)")
 
 
 def train(cfg: DictConfig) -> dict:
@@ -94,23 +113,28 @@ def train(cfg: DictConfig) -> dict:
     space: SearchSpace = instantiate(cfg.space)
     proxy = instantiate(cfg.predictor)
     hardware: HardwareLatency = instantiate(cfg.hardware)
+    searched = not cfg.arch
+    search: ZeroShotSearch | None = instantiate(cfg.search, proxy=proxy, output_dir=str(out)) if searched else None
+    _check_before_work(cfg, space, hardware, search)
     input_shape = tuple(datamodule.input_shape)
     supernet = SupernetModule(space, task, instantiate(cfg.optimizer), seed=cfg.seed)
-    searched = not cfg.arch
     inherit = bool(cfg.inherit) and searched
-    baseline = _timm_baseline(cfg, space, task, input_shape)
+    baseline = _timm_baseline(cfg, space, task, input_shape) or _default_baseline(space, supernet, False, cfg.seed)
 
-    search: ZeroShotSearch | None = None
     if searched:
-        search = instantiate(cfg.search, proxy=proxy, output_dir=str(out))
+        if hardware.target_speedup is not None:  # budgets from the baseline, measured with the search's protocol
+            measured = hardware.evaluate(baseline.arch or baseline.name, baseline.model, input_shape)
+            hardware.set_budgets_from_baseline({t.name: measured.measures[t.measure] for t in hardware.targets})
+            log.info("latency budgets from the baseline: %s", hardware.describe())
+        if not baseline.arch:  # a timm model: on the leaderboard for comparison (the space default is a candidate)
+            search.add_reference(baseline.name, baseline.model)
         _trainer(cfg, out, "warmup", cfg.warmup_epochs, [search, hardware]).fit(supernet, datamodule=datamodule)
         arch = search.chosen
     else:
         arch = _given_arch(cfg, space)
         log.info("training the given arch %s from scratch (search skipped)", space.encode(arch))
-    if baseline is None:  # the space's default arch, from the supernet's weights when the pick inherits them
-        default_key = space.encode(space.default())
-        baseline = Contender("baseline", f"space default {default_key}", supernet.candidate(space.default(), inherit, cfg.seed), default_key)
+    if baseline.arch and inherit:  # the space default starts from the supernet's weights, as the pick does
+        baseline = _default_baseline(space, supernet, True, cfg.seed)
     key = space.encode(arch)
     pick = Contender("pick", key, supernet.candidate(arch, inherit=inherit, seed=cfg.seed), key)
 
@@ -122,10 +146,14 @@ def train(cfg: DictConfig) -> dict:
     onnx_diff = check_onnx_matches(pick.model, paths[0], images[:2])
     latencies = _latencies(hardware, [pick, baseline], paths, input_shape)
     entries = {}
-    for contender, latency in zip((pick, baseline), latencies, strict=True):
-        entries[contender.role] = {"name": contender.name, "arch": contender.arch, "params": count_params(contender.model),
-                                   "flops": count_flops(contender.model, input_shape), **latency,
-                                   "metrics": metrics.get(contender.role, {}), "trained": contender.role in metrics}
+    for index, contender in enumerate((pick, baseline)):
+        entries[contender.role] = {
+            "name": contender.name, "arch": contender.arch,
+            "params": count_params(contender.model), "flops": count_flops(contender.model, input_shape),
+            "latency_ms": {device: results[index].median_ms for device, results in latencies.items()},
+            "latency_spread_ms": {device: results[index].spread_ms for device, results in latencies.items()},
+            "metrics": metrics.get(contender.role, {}), "trained": contender.role in metrics,
+        }
     summary = {
         "experiment": cfg.experiment,
         "task": task.name,
@@ -133,17 +161,20 @@ def train(cfg: DictConfig) -> dict:
         "metric_label": task.describe_metric(),
         "higher_is_better": task.higher_is_better,
         **entries,
-        "search_latency_ms": search.leaderboard.best().latency_ms if search else None,
-        "candidates_scored": len(search.leaderboard) if search else 0,
+        "devices": hardware.devices,
+        "budgets_ms": {t.name: t.target_latency_ms for t in hardware.targets},
+        "target_speedup": hardware.target_speedup,
+        "search_picks": {device: {"arch": row.arch, "score": row.score, **{k: v for k, v in row.measures.items()}}
+                         for device, row in search.picks.items()} if search else {},
+        "candidates_scored": len(search.leaderboard.candidates()) if search else 0,
         "candidates_feasible": len(search.leaderboard.feasible()) if search else 0,
         "proxy": proxy.name + (f" ({', '.join(proxy.used)})" if hasattr(proxy, "used") else ""),
-        "target_latency_ms": hardware.target_latency_ms,
-        "hardware": f"{hardware.estimator.describe()}; input {list(input_shape)}",
+        "hardware": f"{hardware.describe()}; input {list(input_shape)}",
         "inherit": inherit,
         "onnx_max_abs_diff": onnx_diff,
     }
     if search is not None:
-        write_pareto_plot(search.leaderboard, out / "pareto.png", proxy.name, hardware.target_latency_ms,
+        write_pareto_plot(search.leaderboard, out / "pareto.png", proxy.name, hardware, search.picks,
                           baseline=(baseline.name, entries["baseline"]["latency_ms"]))
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     write_report(out / "report.md", summary)

@@ -1,37 +1,40 @@
 """``ZeroShotSearch``: a Lightning callback that searches the module's space during the warmup epochs.
 
-Candidates are proposed by a strategy, scored by a training-free proxy on batches from the trainer, checked by
-every constraint callback in the trainer (e.g. :class:`~lnas.callbacks.HardwareLatency`), and recorded in a
-leaderboard. Scoring is spread over the warmup batches; at the end of training the best feasible candidate is
-chosen on rank 0, broadcast, and ``leaderboard.csv``, ``pareto.png`` and ``arch.yaml`` are written there.
+A strategy (:class:`~lnas.search.strategies.OptunaSearch`) proposes candidates; each is scored by a training-free
+proxy on batches from the trainer, its costs and every device's latency are taken (:class:`HardwareLatency`), and the
+result is told back to the strategy as named objectives and constraint violations. Scoring is spread over the
+warmup batches. At the end of training, rank 0 picks the best feasible candidate for every device (``picks.yaml``;
+the first device's pick is :attr:`chosen`), broadcasts it, and writes ``leaderboard.csv``, ``pareto.png`` and
+``arch.yaml``.
 
 The LightningModule must expose ``space`` (a :class:`~lnas.spaces.SearchSpace`) and
-``candidate(arch, inherit, seed) -> nn.Module`` (a plain network for an arch).
+``candidate(arch, inherit, seed) -> nn.Module`` (a plain network for an arch); if it has
+``proxy_loss(outputs, targets, images, model)``, label-using proxies differentiate that loss.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
-import torch
+import yaml
 from lightning.pytorch.utilities import rank_zero_info
+from torch import nn
 
 from lnas.callbacks.hardware_latency import HardwareLatency
 from lnas.hardware.cost import count_flops, count_params
+from lnas.io import atomic_write_text
 from lnas.predictors.base import Proxy, Supervision
 from lnas.report import write_arch_yaml, write_pareto_plot
 from lnas.search.leaderboard import Candidate, Leaderboard
-from lnas.search.strategies import RandomSearch, Strategy
+from lnas.search.objectives import EVERY_LATENCY, FLOPS, MAXIMIZE, MINIMIZE, PARAMS, SCORE, Objective
+from lnas.search.strategies import OptunaSearch
 from lnas.spaces.arch import Arch
 
 
-def _inputs_of(batch) -> torch.Tensor:
-    return batch[0] if isinstance(batch, list | tuple) else batch
-
-
-def supervision(pl_module: L.LightningModule, batch, model: torch.nn.Module) -> object:
+def supervision(pl_module: L.LightningModule, batch, model: nn.Module) -> object:
     """What label-using proxies get: the module's ``proxy_loss(outputs, targets, images, model)`` over the batch's
     targets when it has one (an lnas task module), else the targets themselves (class indices: cross-entropy)."""
     images, targets = batch[0], batch[1]
@@ -42,111 +45,192 @@ def supervision(pl_module: L.LightningModule, batch, model: torch.nn.Module) -> 
 
 
 class ZeroShotSearch(L.Callback):
-    """Score ``num_candidates`` candidates with ``proxy`` during warmup and choose the best feasible one.
+    """Score ``num_candidates`` candidates with ``proxy`` during warmup and pick the best feasible one per device.
 
     Args:
-        proxy: the zero-shot accuracy predictor.
+        proxy: the zero-shot accuracy predictor (its score is the objective ``score``).
         num_candidates: how many distinct candidates to score.
-        strategy: proposes candidates (default: random sampling).
-        seed: seeds the proposal generator and the fresh initialisation of scored candidates.
-        inherit_weights: score candidates with the supernet's current weights instead of a fresh
-            initialisation (the zero-shot papers score freshly initialised networks).
+        strategy: proposes candidates (default: random sampling through Optuna).
+        objectives: names among ``score`` (always first), ``latency`` (every device's latency), ``latency_ms.<device>``,
+            ``params``, ``flops``, ``memory_mb``; all but ``score`` are minimised.
+        include_default: score the space's default arch first, so the search always sees the reference point.
+        seed: seeds the strategy and the fresh initialisation of scored candidates.
+        inherit_weights: score candidates with the supernet's current weights instead of a fresh initialisation
+            (the zero-shot papers score freshly initialised networks).
         output_dir: where to write the search results (default: the trainer's ``default_root_dir``).
     """
 
-    def __init__(self, proxy: Proxy, num_candidates: int = 50, strategy: Strategy | None = None, seed: int = 0,
+    def __init__(self, proxy: Proxy, num_candidates: int = 50, strategy: OptunaSearch | None = None,
+                 objectives: Sequence[str] = (SCORE, EVERY_LATENCY), include_default: bool = True, seed: int = 0,
                  inherit_weights: bool = False, output_dir: str | None = None) -> None:
         if num_candidates < 1:
             raise ValueError(f"search.num_candidates must be >= 1, got {num_candidates}")
+        if not objectives or objectives[0] != SCORE:
+            raise ValueError(f"search.objectives must start with {SCORE!r} (the predicted accuracy), got {list(objectives)}")
         self.proxy, self.num_candidates, self.seed = proxy, num_candidates, seed
-        self.strategy = strategy or RandomSearch()
+        self.strategy = strategy or OptunaSearch()
+        self.objective_names, self.include_default = list(objectives), include_default
         self.inherit_weights, self.output_dir = inherit_weights, output_dir
-        self.leaderboard = Leaderboard(proxy.higher_is_better, aggregate=getattr(proxy, "aggregate", None))
-        self.generator = torch.Generator().manual_seed(seed)
+        self.hardware: HardwareLatency | None = None
+        self.leaderboard: Leaderboard | None = None
+        self.references: dict[str, nn.Module] = {}
+        self.picks: dict[str, Candidate] = {}
         self.chosen: Arch | None = None
-        self.constraints: list[HardwareLatency] = []
+        self._restored: dict | None = None
 
     @property
     def state_key(self) -> str:
         return self._generate_state_key(proxy=type(self.proxy).__name__, seed=self.seed)
+
+    # -- setup -------------------------------------------------------------------------------------------------
+    def objectives(self, hardware: HardwareLatency | None) -> list[Objective]:
+        """The objectives named in ``objectives``, checked against what the predictor and the hardware provide."""
+        provided = {SCORE, PARAMS, FLOPS, *(hardware.measures() if hardware else [])}
+        result: list[Objective] = []
+        for name in self.objective_names:
+            if name == SCORE:
+                result.append(Objective(SCORE, MAXIMIZE if self.proxy.higher_is_better else MINIMIZE))
+            elif name == EVERY_LATENCY:
+                if not hardware or not hardware.targets:
+                    raise ValueError("search.objectives has 'latency' but no device estimates latency: add a hardware device or drop it")
+                result += [Objective(t.measure, MINIMIZE) for t in hardware.targets]
+            elif name in provided:
+                result.append(Objective(name, MINIMIZE))
+            else:
+                raise ValueError(f"search objective {name!r} is provided by nothing in this run; available: "
+                                 f"{[SCORE, EVERY_LATENCY, *sorted(provided - {SCORE})]} (memory_mb needs hardware.max_activation_mb)")
+        if len({o.name for o in result}) != len(result):
+            raise ValueError(f"search.objectives lists a measure twice: {[o.name for o in result]}")
+        return result
+
+    def configure(self, space, hardware: HardwareLatency | None) -> None:
+        """Objectives, constraints, leaderboard and strategy for ``space`` (called by :meth:`setup`; tests may call it directly)."""
+        self.hardware = hardware
+        if hardware is not None:
+            hardware.check_space(space)
+        objectives = self.objectives(hardware)
+        constraints = hardware.constraints() if hardware else []
+        self.leaderboard = Leaderboard(objectives, constraints, aggregate=getattr(self.proxy, "aggregate", None))
+        if self._restored is not None:
+            self.leaderboard.load_state_dict(self._restored["leaderboard"])
+            self.strategy.load_state_dict(self._restored["strategy"])
+        self.strategy.start(space, objectives, self.seed)
+        if self.include_default and self._restored is None:
+            self.strategy.enqueue(space.default())
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         missing = [name for name in ("space", "candidate") if not hasattr(pl_module, name)]
         if missing:
             raise TypeError(f"ZeroShotSearch needs a LightningModule with `space` and `candidate(arch, inherit, seed)`; "
                             f"{type(pl_module).__name__} lacks {missing}")
-        self.constraints = [cb for cb in trainer.callbacks if isinstance(cb, HardwareLatency)]
+        hardware = [cb for cb in trainer.callbacks if isinstance(cb, HardwareLatency)]
+        if len(hardware) > 1:
+            raise ValueError(f"found {len(hardware)} HardwareLatency callbacks; list every device in one (HardwareLatency(devices={{...}}))")
+        self.configure(pl_module.space, hardware[0] if hardware else None)
 
-    def _total_batches(self, trainer: L.Trainer) -> float:
-        per_epoch = trainer.num_training_batches
-        if trainer.max_steps and trainer.max_steps > 0:
-            return float(trainer.max_steps)
-        return float(per_epoch * max(trainer.max_epochs or 1, 1)) if math.isfinite(per_epoch) else math.inf
+    def add_reference(self, name: str, model: nn.Module) -> None:
+        """Score ``model`` (e.g. the user's baseline) like a candidate and show it on the leaderboard; it is never picked."""
+        self.references[name] = model
 
-    def score_candidate(self, pl_module: L.LightningModule, arch: Arch, batch, step: int) -> Candidate:
-        """Score one arch: proxy, params, FLOPs and every constraint."""
-        space = pl_module.space
-        key = space.encode(arch)
-        inputs = _inputs_of(batch)
-        model = pl_module.candidate(arch, inherit=self.inherit_weights, seed=self.seed)
+    # -- scoring -----------------------------------------------------------------------------------------------
+    def evaluate(self, pl_module: L.LightningModule, key: str, model: nn.Module, batch, step: int, reference: bool = False) -> Candidate:
+        """Score one model: proxy (or its ensemble components), params, FLOPs, and every device's latency."""
+        inputs = batch[0]
         input_shape = tuple(inputs.shape[1:])
         targets = supervision(pl_module, batch, model) if self.proxy.needs_labels else None
-        components: dict[str, float] = {}
+        row = Candidate(arch=key, step=step, reference=reference)
         try:
             if self.leaderboard.aggregate is not None:  # a population-level ensemble: keep each proxy, aggregate later
-                components, score = self.proxy.components(model, inputs, targets), math.nan
+                row.components = self.proxy.components(model, inputs, targets)
             else:
-                score = self.proxy.score(model, inputs, targets)
-        except (RuntimeError, ValueError, FloatingPointError) as error:
-            rank_zero_info(f"proxy {type(self.proxy).__name__} failed on {key}: {error}")
-            score = math.nan
-        row = Candidate(arch=key, score=score, params=count_params(model), flops=count_flops(model, input_shape), step=step,
-                        components=components)
-        for constraint in self.constraints:
-            result = constraint.evaluate(key, model, input_shape)
-            row.latency_ms, row.latency_spread_ms = result.latency_ms, result.spread_ms
-            if not result.feasible:
-                row.feasible, row.reason = False, result.reason
+                row.measures[SCORE] = self.proxy.score(model, inputs, targets)
+        except (RuntimeError, ValueError, FloatingPointError, TypeError) as error:
+            rank_zero_info(f"proxy {self.proxy.name} failed on {key}: {error}")
+            row.measures[SCORE] = math.nan
+        row.measures[PARAMS], row.measures[FLOPS] = float(count_params(model)), float(count_flops(model, input_shape))
+        if self.hardware is not None:
+            result = self.hardware.evaluate(key, model, input_shape)
+            row.measures.update(result.measures)
+            row.spreads.update(result.spreads)
+            row.errors += result.errors
         return row
+
+    def score_candidate(self, pl_module: L.LightningModule, arch: Arch, batch, step: int) -> Candidate:
+        key = pl_module.space.encode(arch)
+        return self.evaluate(pl_module, key, pl_module.candidate(arch, inherit=self.inherit_weights, seed=self.seed), batch, step)
+
+    def _tell(self, trial, row: Candidate) -> None:
+        self.strategy.tell(trial, [row.measures.get(o.name, math.nan) for o in self.leaderboard.objectives], self.leaderboard.violations(row))
 
     def _score_until(self, count: int, trainer: L.Trainer, pl_module: L.LightningModule, batch) -> None:
         if not trainer.is_global_zero:
             return
-        attempts = 0
-        while len(self.leaderboard) < min(count, self.num_candidates) and attempts < 100 * self.num_candidates:
+        for name in list(self.references):
+            if name not in self.leaderboard:
+                self.leaderboard.add(self.evaluate(pl_module, name, self.references[name], batch, trainer.global_step, reference=True))
+        target, attempts = min(count, self.num_candidates), 0
+        while len(self.leaderboard.candidates()) < target and attempts < 100 * self.num_candidates:
             attempts += 1
-            arch = self.strategy.propose(pl_module.space, self.leaderboard, self.generator)
-            if pl_module.space.encode(arch) in self.leaderboard:
+            trial, arch = self.strategy.ask()
+            key = pl_module.space.encode(arch)
+            if key in self.leaderboard:  # a repeat: the strategy learns its known result, nothing is scored again
+                self._tell(trial, self.leaderboard.get(key))
                 continue
-            self.leaderboard.add(self.score_candidate(pl_module, arch, batch, trainer.global_step))
+            row = self.score_candidate(pl_module, arch, batch, trainer.global_step)
+            self.leaderboard.add(row)
+            self._tell(trial, row)
+
+    def _total_batches(self, trainer: L.Trainer) -> float:
+        if trainer.max_steps and trainer.max_steps > 0:
+            return float(trainer.max_steps)
+        per_epoch = trainer.num_training_batches
+        return float(per_epoch * max(trainer.max_epochs or 1, 1)) if math.isfinite(per_epoch) else math.inf
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
         progress = min(trainer.global_step / self._total_batches(trainer), 1.0)
         self._score_until(math.ceil(progress * self.num_candidates), trainer, pl_module, batch)
         self._last_batch = batch
-        if len(self.leaderboard):
-            best = max(self.leaderboard.rows, key=self.leaderboard.objective)
-            pl_module.log_dict({"search/scored": float(len(self.leaderboard)), "search/feasible": float(len(self.leaderboard.feasible())),
+        scored = self.leaderboard.candidates()
+        if scored:
+            best = max(scored, key=self.leaderboard.objective)
+            pl_module.log_dict({"search/scored": float(len(scored)), "search/feasible": float(len(self.leaderboard.feasible())),
                                 "search/best_score": best.score}, prog_bar=True, rank_zero_only=True, batch_size=1)
+
+    # -- the picks -----------------------------------------------------------------------------------------------
+    def pick_per_device(self) -> dict[str, Candidate]:
+        """The best feasible candidate for every device (its budget and the device-independent bounds); without devices,
+        the best under every constraint, keyed ``"any"``."""
+        if self.hardware is None or not self.hardware.targets:
+            return {"any": self.leaderboard.best()}
+        return {device: self.leaderboard.best(self.hardware.device_constraints(device)) for device in self.hardware.devices}
+
+    def write_picks(self, path: Path, space) -> Path:
+        """``picks.yaml``: per device its pick's arch, score, latency on that device and budget; which one is trained."""
+        budgets = {t.name: t.target_latency_ms for t in self.hardware.targets} if self.hardware else {}
+        record = {"trained": next(iter(self.picks)), "devices": {}}
+        for device, row in self.picks.items():
+            record["devices"][device] = {"arch": row.arch, "score": row.score, "measures": dict(row.measures),
+                                         "budget_ms": budgets.get(device)}
+        clean = yaml.safe_load(yaml.safe_dump(record, sort_keys=False).replace(".nan", "null"))
+        return atomic_write_text(path, yaml.safe_dump(clean, sort_keys=False))
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if hasattr(self, "_last_batch"):
             self._score_until(self.num_candidates, trainer, pl_module, self._last_batch)
-        chosen = None
-        error: Exception | None = None
+        chosen, error = None, None
         if trainer.is_global_zero:
             out = Path(self.output_dir or trainer.default_root_dir)
             self.leaderboard.write_csv(out / "leaderboard.csv")
-            targets = [c.target_latency_ms for c in self.constraints if c.target_latency_ms is not None]
-            write_pareto_plot(self.leaderboard, out / "pareto.png", proxy_name=self.proxy.name, target_latency_ms=min(targets, default=None))
             try:
-                best = self.leaderboard.best()
+                self.picks = self.pick_per_device()
+                best = next(iter(self.picks.values()))
                 chosen = pl_module.space.decode(best.arch)
+                self.write_picks(out / "picks.yaml", pl_module.space)
                 write_arch_yaml(out / "arch.yaml", best, chosen, proxy_name=self.proxy.name)
-                rank_zero_info(f"ZeroShotSearch chose {best.arch} (score {best.score:.4g}, latency {best.latency_ms:.3f} ms) "
-                               f"from {len(self.leaderboard)} candidates")
+                rank_zero_info(f"ZeroShotSearch picked {best.arch} (score {best.score:.4g}) from {len(self.leaderboard.candidates())} candidates")
             except Exception as caught:  # noqa: BLE001 - re-raised on every rank after the broadcast
                 error = caught
+            write_pareto_plot(self.leaderboard, out / "pareto.png", self.proxy.name, self.hardware, self.picks)
         chosen, message = trainer.strategy.broadcast((chosen, str(error) if error else None), src=0)
         if error is not None:
             raise error
@@ -155,8 +239,12 @@ class ZeroShotSearch(L.Callback):
         self.chosen = chosen
 
     def state_dict(self) -> dict:
-        return {"leaderboard": self.leaderboard.state_dict(), "generator": self.generator.get_state()}
+        return {"leaderboard": self.leaderboard.state_dict(), "strategy": self.strategy.state_dict()} if self.leaderboard else {}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self.leaderboard.load_state_dict(state_dict["leaderboard"])
-        self.generator.set_state(state_dict["generator"])
+        """Lightning restores callbacks after ``setup``: the leaderboard and the study are replaced at once (or, before
+        ``setup``, kept for :meth:`configure`)."""
+        self._restored = state_dict or None
+        if self._restored is not None and self.leaderboard is not None:
+            self.leaderboard.load_state_dict(self._restored["leaderboard"])
+            self.strategy.load_state_dict(self._restored["strategy"])

@@ -9,6 +9,7 @@ and HELP (Lee et al., NeurIPS 2021); see ``lnas/tables/nb201/README.md``.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +18,8 @@ from torch import nn
 
 from lnas.hardware.ort import LatencyResult
 from lnas.io import nb201_table, read_csv_rows
+from lnas.spaces.base import SearchSpace
+from lnas.spaces.nb201 import NB201Space
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -33,7 +36,6 @@ DEVICES: dict[str, tuple[str, str]] = {
     "titan_rtx": ("titan_rtx_1_ms", "NVIDIA Titan RTX, batch 1 (HELP)"),
     "pixel2": ("pixel2_ms", "Google Pixel 2 (HELP)"),
 }
-MEASUREMENT_KEYS = frozenset({"warmup", "runs", "repeats"})
 
 
 def load_nb201_latencies(directory: str | Path | None = None) -> dict[str, dict[str, float]]:
@@ -49,19 +51,11 @@ def _join(cells: Path | Traversable, latencies: Path | Traversable) -> dict[str,
 
 
 class Nb201LatencyTable:
-    """Latency of a NAS-Bench-201 cell on ``device`` (one of :data:`DEVICES`), looked up by its cell string.
+    """Latency of a NAS-Bench-201 cell on ``device`` (one of :data:`DEVICES`), looked up by its cell string."""
 
-    ``warmup``/``runs``/``repeats`` (the measurement settings of the other hardware options, set e.g. by the debug
-    overlay) are accepted and ignored: a table is not measured.
-    """
-
-    def __init__(self, device: str, data_path: str | Path | None = None, **measurement: int) -> None:
+    def __init__(self, device: str, data_path: str | Path | None = None) -> None:
         if device not in DEVICES:
             raise ValueError(f"unknown NAS-Bench-201 device {device!r}; allowed: {sorted(DEVICES)}")
-        unknown = set(measurement) - MEASUREMENT_KEYS
-        if unknown:
-            raise TypeError(f"Nb201LatencyTable got unexpected arguments {sorted(unknown)}; "
-                            f"it takes device, data_path and {sorted(MEASUREMENT_KEYS)}")
         self.device = device
         self.column, self.description = DEVICES[device]
         self.table = load_nb201_latencies(data_path or None)
@@ -84,3 +78,26 @@ class Nb201LatencyTable:
 
     def describe(self) -> str:
         return f"{self.description}: published latency, NAS-Bench-201 cell on CIFAR-10 (32x32), batch 1 (nb201_latency.csv, {self.column})"
+
+    def check_space(self, space: SearchSpace) -> None:
+        """Refuse a space whose candidates are not NAS-Bench-201 cells: the table has no latency for them."""
+        if not isinstance(space, NB201Space):
+            raise ValueError(f"hardware device {self.device!r} looks latencies up in the NAS-Bench-201 table, which only has "
+                             f"NAS-Bench-201 cells; use space=nb201 with it, or a measuring estimator (hardware=ort_cpu|lut_cpu|ort_cuda) "
+                             f"with space={type(space).__name__}")
+
+
+def table_devices(names: Sequence[str], target_latency_ms: float | Sequence[float | None] | None = None,
+                  data_path: str | Path | None = None) -> dict[str, dict]:
+    """NAS-Bench-201 devices for :class:`~lnas.callbacks.HardwareLatency`: name → ``{estimator, target_latency_ms}``.
+
+    ``target_latency_ms``: one budget for all, one per device (in the order of ``names``), or None.
+    """
+    names = [str(n) for n in names]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"hardware.devices.names lists {duplicates} more than once; list each device once (allowed: {sorted(DEVICES)})")
+    budgets = list(target_latency_ms) if isinstance(target_latency_ms, Sequence) else [target_latency_ms] * len(names)
+    if len(budgets) != len(names):
+        raise ValueError(f"hardware.devices.target_latency_ms has {len(budgets)} budgets for {len(names)} devices {names}: give one per device")
+    return {name: {"estimator": Nb201LatencyTable(name, data_path), "target_latency_ms": budget} for name, budget in zip(names, budgets, strict=True)}

@@ -1,4 +1,4 @@
-"""Every scored candidate with its objectives, its feasibility and the reason when infeasible."""
+"""Every scored candidate with its measures, feasibility under the constraints, and the N-objective Pareto front."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import io
 import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lnas.io import atomic_write_text
+from lnas.search.objectives import LATENCY, SCORE, Constraint, Objective, non_dominated_ranks, oriented_matrix
 
 
 class NoFeasibleCandidateError(RuntimeError):
@@ -19,120 +20,165 @@ class NoFeasibleCandidateError(RuntimeError):
 
 @dataclass
 class Candidate:
-    """One row of the leaderboard. ``latency_ms`` is NaN when not measured; ``reason`` is empty when feasible."""
+    """One row of the leaderboard.
+
+    ``measures``: named numbers (``score``, ``params``, ``flops``, ``latency_ms.<device>``, ...; NaN when not taken);
+    ``spreads``: the measurement spread of some of them (latencies); ``components``: each ensemble member's score;
+    ``errors``: why a measure could not be taken; ``stage``: the last stage that scored it; ``reference``: a model
+    the search compares with (the baseline) rather than a candidate it may pick.
+    """
 
     arch: str
-    score: float
-    params: int
-    flops: int
-    latency_ms: float = math.nan
-    latency_spread_ms: float = math.nan
-    feasible: bool = True
-    reason: str = ""
-    step: int = 0
+    measures: dict[str, float] = field(default_factory=dict)
+    spreads: dict[str, float] = field(default_factory=dict)
     components: dict[str, float] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    stage: str = "score"
+    step: int = 0
+    reference: bool = False
+
+    @property
+    def score(self) -> float:
+        return self.measures.get(SCORE, math.nan)
+
 
 Aggregator = Callable[[Sequence[Mapping[str, float]]], list[float]]
 
 
-def _objective(score: float, higher_is_better: bool) -> float:
-    """Score oriented so that larger is better; non-finite scores rank last."""
-    if not math.isfinite(score):
-        return -math.inf
-    return score if higher_is_better else -score
-
-
-def pareto_mask(points: list[tuple[float, float]]) -> list[bool]:
-    """Non-dominated points when maximising the first coordinate and minimising the second."""
-    mask = []
-    for i, (gain_i, cost_i) in enumerate(points):
-        dominated = any(
-            gain_j >= gain_i and cost_j <= cost_i and (gain_j > gain_i or cost_j < cost_i)
-            for j, (gain_j, cost_j) in enumerate(points) if j != i
-        )
-        mask.append(not dominated)
-    return mask
-
-
 class Leaderboard:
-    """Scored candidates in scoring order; selection and Pareto front under the proxy's direction.
+    """Scored candidates in scoring order under ``objectives`` (the first is the predicted accuracy, ``score``) and
+    ``constraints``.
 
     With an ``aggregate`` function (a population-level ensemble such as rank aggregation), every row keeps its
     per-proxy ``components`` and all scores are recomputed from the whole population whenever a row is added.
     """
 
-    def __init__(self, higher_is_better: bool = True, aggregate: Aggregator | None = None) -> None:
-        self.higher_is_better = higher_is_better
-        self.aggregate = aggregate
+    def __init__(self, objectives: Sequence[Objective], constraints: Sequence[Constraint] = (), aggregate: Aggregator | None = None) -> None:
+        if not objectives or objectives[0].name != SCORE:
+            raise ValueError(f"the first objective must be {SCORE!r} (the predicted accuracy), got {[o.name for o in objectives]}")
+        self.objectives, self.constraints, self.aggregate = list(objectives), list(constraints), aggregate
         self.rows: list[Candidate] = []
-        self._keys: set[str] = set()
+        self._index: dict[str, Candidate] = {}
+
+    @property
+    def score_objective(self) -> Objective:
+        return self.objectives[0]
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __contains__(self, arch: str) -> bool:
-        return arch in self._keys
+        return arch in self._index
+
+    def get(self, arch: str) -> Candidate:
+        return self._index[arch]
+
+    def candidates(self) -> list[Candidate]:
+        """The rows that may be picked (not references)."""
+        return [row for row in self.rows if not row.reference]
 
     def add(self, candidate: Candidate) -> None:
+        if candidate.arch in self._index:
+            raise ValueError(f"{candidate.arch} is already on the leaderboard")
         self.rows.append(candidate)
-        self._keys.add(candidate.arch)
-        if self.aggregate is not None:
-            for row, score in zip(self.rows, self.aggregate([r.components for r in self.rows]), strict=True):
-                row.score = score
+        self._index[candidate.arch] = candidate
+        self.rescore()
         bad = [f"{k}={v}" for k, v in candidate.components.items() if not math.isfinite(v)]
         if bad or not math.isfinite(candidate.score):
             detail = ", ".join(bad) if bad else f"score={candidate.score}"
             warnings.warn(f"proxy score of arch {candidate.arch} is not finite ({detail}); it ranks last", RuntimeWarning, stacklevel=2)
 
+    def rescore(self) -> None:
+        """Recompute every aggregated score from the population's components (no-op without an aggregate)."""
+        scored = [row for row in self.rows if row.components]
+        if self.aggregate is not None and scored:
+            for row, score in zip(scored, self.aggregate([r.components for r in scored]), strict=True):
+                row.measures[SCORE] = score
+
     def objective(self, candidate: Candidate) -> float:
-        return _objective(candidate.score, self.higher_is_better)
+        """The candidate's score, oriented larger-is-better (non-finite: worst)."""
+        return self.score_objective.oriented(candidate.score)
 
-    def feasible(self) -> list[Candidate]:
-        return [row for row in self.rows if row.feasible]
+    def reasons(self, candidate: Candidate, constraints: Sequence[Constraint] | None = None) -> list[str]:
+        """Why ``candidate`` is infeasible under ``constraints`` (default: all): its errors and every violated constraint."""
+        constraints = self.constraints if constraints is None else constraints
+        values = candidate.measures
+        return list(candidate.errors) + [c.describe(values.get(c.measure)) for c in constraints if c.violation(values.get(c.measure)) > 0]
 
-    def best(self) -> Candidate:
+    def violations(self, candidate: Candidate) -> list[float]:
+        """One value per constraint, <= 0 when met (Optuna's ``constraints_func`` convention)."""
+        return [c.violation(candidate.measures.get(c.measure)) for c in self.constraints]
+
+    def is_feasible(self, candidate: Candidate, constraints: Sequence[Constraint] | None = None) -> bool:
+        return not self.reasons(candidate, constraints)
+
+    def feasible(self, constraints: Sequence[Constraint] | None = None) -> list[Candidate]:
+        """The candidates (not references) that meet ``constraints`` (default: all)."""
+        return [row for row in self.candidates() if self.is_feasible(row, constraints)]
+
+    def best(self, constraints: Sequence[Constraint] | None = None) -> Candidate:
         """The feasible candidate with the best score; raises :class:`NoFeasibleCandidateError` if there is none."""
-        feasible = self.feasible()
+        feasible = self.feasible(constraints)
         if not feasible:
-            latencies = [row.latency_ms for row in self.rows if math.isfinite(row.latency_ms)]
-            lowest = f"; the lowest latency seen was {min(latencies):.3f} ms" if latencies else ""
-            reasons = sorted({row.reason for row in self.rows})[:3]
+            constraints = self.constraints if constraints is None else constraints
+            lowest = []
+            for measure in sorted({c.measure for c in constraints}):
+                values = [row.measures[measure] for row in self.candidates() if math.isfinite(row.measures.get(measure, math.nan))]
+                if values:
+                    lowest.append(f"the lowest {measure} seen was {min(values):.3f}")
+            reasons = sorted({"; ".join(self.reasons(row, constraints)) for row in self.candidates()})[:3]
             raise NoFeasibleCandidateError(
-                f"none of the {len(self.rows)} scored candidates meets the constraints{lowest} "
-                f"(e.g. {'; '.join(reasons)}). Relax the constraint (e.g. hardware.target_latency_ms) or shrink the space."
+                f"none of the {len(self.candidates())} scored candidates meets the constraints"
+                f"{'; ' + ', '.join(lowest) if lowest else ''} (e.g. {' | '.join(reasons)}). Relax the constraint "
+                "(e.g. hardware.target_latency_ms or hardware.target_speedup) or shrink the space."
             )
         return max(feasible, key=self.objective)
 
-    def pareto(self) -> list[Candidate]:
-        """Feasible-or-not candidates on the front of (score ↑, latency ↓); unmeasured latency counts as 0."""
-        points = [(self.objective(r), r.latency_ms if math.isfinite(r.latency_ms) else 0.0) for r in self.rows]
-        return [row for row, keep in zip(self.rows, pareto_mask(points), strict=True) if keep]
+    def front(self) -> list[Candidate]:
+        """The feasible candidates on the Pareto front of the objectives (non-dominated; every objective finite)."""
+        rows = [row for row in self.feasible() if all(math.isfinite(row.measures.get(o.name, math.nan)) for o in self.objectives)]
+        if not rows:
+            return []
+        ranks = non_dominated_ranks(oriented_matrix([row.measures for row in rows], self.objectives))
+        return [row for row, rank in zip(rows, ranks, strict=True) if rank == 0]
 
     def ranked(self) -> list[Candidate]:
-        """Rows sorted best first: feasible before infeasible, then by score."""
-        return sorted(self.rows, key=lambda r: (not r.feasible, -self.objective(r)))
+        """Rows sorted best first: feasible candidates, then infeasible ones, then references; each by score."""
+        return sorted(self.rows, key=lambda r: (r.reference, not self.is_feasible(r), -self.objective(r)))
+
+    def measure_names(self) -> list[str]:
+        """Every measure on the board: score, costs, then the latency of each device."""
+        names = {name for row in self.rows for name in row.measures}
+        latencies = sorted(name for name in names if name.startswith(LATENCY))
+        return [SCORE] + sorted(names - {SCORE} - set(latencies)) + latencies
 
     def to_csv(self) -> str:
-        on_front = {row.arch for row in self.pareto()}
+        on_front = {row.arch for row in self.front()}
+        measures = self.measure_names()
+        spreads = sorted({name for row in self.rows for name in row.spreads})
+        components = sorted({name for row in self.rows for name in row.components})
+        columns = (["rank", "arch", "stage", "feasible", "reason", "pareto", "reference", *measures]
+                   + [name.replace(LATENCY, "latency_spread_ms", 1) for name in spreads] + ["step"] + [f"proxy.{n}" for n in components])
         buffer = io.StringIO()
-        component_names = sorted({name for row in self.rows for name in row.components})
-        columns = ["rank"] + [f.name for f in fields(Candidate) if f.name != "components"] + ["pareto"] + [f"proxy.{n}" for n in component_names]
         writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         for rank, row in enumerate(self.ranked(), start=1):
-            record = {k: v for k, v in asdict(row).items() if k != "components"}
-            writer.writerow({"rank": rank, **record, "pareto": row.arch in on_front, **{f"proxy.{n}": v for n, v in row.components.items()}})
+            writer.writerow({"rank": rank, "arch": row.arch, "stage": row.stage, "feasible": self.is_feasible(row),
+                             "reason": "; ".join(self.reasons(row)), "pareto": row.arch in on_front, "reference": row.reference,
+                             **{name: row.measures.get(name, math.nan) for name in measures},
+                             **{name.replace(LATENCY, "latency_spread_ms", 1): value for name, value in row.spreads.items()},
+                             "step": row.step, **{f"proxy.{n}": v for n, v in row.components.items()}})
         return buffer.getvalue()
 
     def write_csv(self, path: str | Path) -> Path:
         return atomic_write_text(path, self.to_csv())
 
     def state_dict(self) -> dict:
-        return {"higher_is_better": self.higher_is_better, "rows": [asdict(row) for row in self.rows]}
+        return {"rows": [asdict(row) for row in self.rows]}
 
     def load_state_dict(self, state: dict) -> None:
-        self.higher_is_better = state["higher_is_better"]
-        self.rows, self._keys = [], set()
-        for row in state["rows"]:
-            self.rows.append(Candidate(**row))
-            self._keys.add(row["arch"])
+        self.rows, self._index = [], {}
+        for data in state["rows"]:
+            row = Candidate(**data)
+            self.rows.append(row)
+            self._index[row.arch] = row

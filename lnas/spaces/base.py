@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+import optuna
 import torch
 from torch import nn
 
@@ -33,6 +34,11 @@ class SearchSpace(ABC):
     @abstractmethod
     def mutate(self, arch: Arch, generator: torch.Generator) -> Arch:
         """A copy of ``arch`` with one choice redrawn to a different value."""
+
+    @abstractmethod
+    def suggest(self, trial: optuna.trial.BaseTrial) -> Arch:
+        """The arch an Optuna trial proposes: one ``trial.suggest_categorical(label, choices)`` per label (define-by-run,
+        so labels that exist only for some choices, such as the blocks of a deeper stage, are asked only then)."""
 
     @abstractmethod
     def default(self) -> Arch:

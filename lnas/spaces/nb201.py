@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import optuna
 import torch
 from torch import nn
 
@@ -237,6 +238,9 @@ class NB201Space(SearchSpace):
 
     def sample(self, generator: torch.Generator) -> Arch:
         return {label: choose(OPS, generator) for label in LABELS}
+
+    def suggest(self, trial: optuna.trial.BaseTrial) -> Arch:
+        return {label: trial.suggest_categorical(label, list(OPS)) for label in LABELS}
 
     def mutate(self, arch: Arch, generator: torch.Generator) -> Arch:
         self.validate(arch)

@@ -28,6 +28,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+import optuna
 import torch
 from timm.layers import make_divisible
 from torch import nn
@@ -249,6 +250,9 @@ class StagedSpace(SearchSpace):
 
     def sample(self, generator: torch.Generator) -> Arch:
         return self._walk(lambda label, choices: choose(choices, generator))[0]
+
+    def suggest(self, trial: optuna.trial.BaseTrial) -> Arch:
+        return self._walk(lambda label, choices: trial.suggest_categorical(label, list(choices)))[0]
 
     def mutate(self, arch: Arch, generator: torch.Generator) -> Arch:
         self.validate(arch)
