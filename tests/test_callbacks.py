@@ -1,6 +1,7 @@
 """The search callbacks inside a plain Lightning Trainer: the README example, shrunk, and an exact resume."""
 
 import csv
+from functools import partial
 import os
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from lnas.callbacks import HardwareLatency, ZeroShotSearch
 from lnas.data import SyntheticDetectionDataModule
 from lnas.hardware import OrtLatencyEstimator
 from lnas.predictors import SynFlow
-from lnas.search import EvolutionSearch
+from lnas.search import OptunaSearch, RegularizedEvolutionSampler
 from lnas.spaces import MBConvSpace
 from lnas.tasks import DetectionTask, SupernetModule
 
@@ -23,8 +24,9 @@ from lnas.tasks import DetectionTask, SupernetModule
 def _parts(num_candidates: int, out):
     space = MBConvSpace(stages=[{"channels": c, "stride": 2, "depths": [1, 2]} for c in (16, 24, 32, 40)], stem_channels=8)
     module = SupernetModule(space, DetectionTask(3, head_width=16, tower_depth=1))
-    search = ZeroShotSearch(SynFlow(), num_candidates=num_candidates, strategy=EvolutionSearch(population=3, tournament=2), output_dir=str(out))
-    latency = HardwareLatency(OrtLatencyEstimator(warmup=1, runs=3, repeats=2), target_latency_ms=50.0)
+    strategy = OptunaSearch(partial(RegularizedEvolutionSampler, population=3, tournament=2))
+    search = ZeroShotSearch(SynFlow(), num_candidates=num_candidates, strategy=strategy, output_dir=str(out))
+    latency = HardwareLatency({"cpu": {"estimator": OrtLatencyEstimator(warmup=1, runs=3, repeats=2), "target_latency_ms": 50.0}})
     data = SyntheticDetectionDataModule(image_size=64, num_train=32, num_val=8, num_test=8, batch_size=8)
     return module, search, latency, data
 
@@ -38,10 +40,11 @@ def test_callbacks_in_a_plain_trainer_choose_an_arch(tmp_path):
     module, search, latency, data = _parts(5, tmp_path)
     _trainer(1, [search, latency], tmp_path).fit(module, datamodule=data)
     assert len(search.leaderboard) == 5 and search.chosen is not None
-    assert module.space.encode(search.chosen) == search.leaderboard.best().arch
+    assert module.space.encode(search.chosen) == search.leaderboard.best().arch == search.picks["cpu"].arch
+    assert search.leaderboard.rows[0].arch == module.space.encode(module.space.default())  # the default is always scored, first
     rows = list(csv.DictReader((tmp_path / "leaderboard.csv").open()))
-    assert len(rows) == 5 and all(float(r["latency_ms"]) > 0 for r in rows)
-    assert (tmp_path / "arch.yaml").exists() and (tmp_path / "pareto.png").exists()
+    assert len(rows) == 5 and all(float(r["latency_ms.cpu"]) > 0 for r in rows)
+    assert all((tmp_path / name).exists() for name in ("arch.yaml", "picks.yaml", "pareto.png"))
     steps = [r.step for r in search.leaderboard.rows]
     assert steps == sorted(steps) and steps[0] < steps[-1]  # scoring is spread over the warmup batches
     best = module.candidate(search.chosen, inherit=True).eval()
