@@ -35,7 +35,7 @@ class DetectionImages(Dataset):
         return len(self.targets)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        return torch.from_numpy(self.images[index]).permute(2, 0, 1).float() / 255.0, self.targets[index]
+        return torch.tensor(self.images[index]).permute(2, 0, 1).float() / 255.0, self.targets[index]  # a copy: PIL arrays are read-only
 
 
 def load_json(path: Path) -> dict:

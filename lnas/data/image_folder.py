@@ -1,5 +1,6 @@
 """Classification from an image folder: ``train/<class>/*.jpg`` (a validation split carved from it) and, when present,
-``test/<class>/*.jpg``; or ``<class>/*.jpg`` directly. The folder may be a ``.zip`` archive, extracted once into the cache.
+``test/<class>/*.jpg``; or ``<class>/*.jpg`` directly. The folder may be a ``.zip`` archive (of its contents or of the
+folder itself), extracted once into the cache.
 
 Images are decoded at ``setup``, resized to ``image_size`` and held in memory as uint8 (CIFAR-10's 20,000 images at
 32x32 take 61 MB). A file that cannot be read, or a test class the training split does not have, stops the run
@@ -84,8 +85,12 @@ class ImageFolderDataModule(SplitDataModule):
 
     @cached_property
     def folder(self) -> Path:
-        """The image folder (the extracted archive for a zip)."""
-        return extracted(self.root, self.cache_dir) if self.root.suffix.lower() == ".zip" else self.root
+        """The image folder (the extracted archive for a zip, or the one folder in it: ``zip -r images.zip images/``)."""
+        if self.root.suffix.lower() != ".zip":
+            return self.root
+        folder = extracted(self.root, self.cache_dir)
+        inside = [p for p in folder.iterdir() if not p.name.startswith(".") and p.name != "__MACOSX"]
+        return inside[0] if len(inside) == 1 and inside[0].is_dir() and inside[0].name not in ("train", "test") else folder
 
     @cached_property
     def class_names(self) -> tuple[str, ...]:

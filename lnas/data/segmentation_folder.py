@@ -55,10 +55,14 @@ class SegmentationFolderDataModule(SplitDataModule):
         for image_path in image_files(folder / "images"):
             mask_path = folder / "masks" / f"{image_path.stem}.png"
             try:
-                image, mask = read_rgb(image_path), read_mask(mask_path)
+                image = read_rgb(image_path)
             except (OSError, ValueError) as error:
-                self.bad.report(split, mask_path if image_path.exists() and not mask_path.exists() else image_path,
-                                f"unreadable or missing file ({type(error).__name__}: {error})")
+                self.bad.report(split, image_path, f"unreadable image ({type(error).__name__}: {error})")
+                continue
+            try:
+                mask = read_mask(mask_path)
+            except (OSError, ValueError) as error:
+                self.bad.report(split, mask_path, f"unreadable or missing mask of {image_path.name} ({type(error).__name__}: {error})")
                 continue
             if mask.shape != image.shape[:2]:
                 self.bad.report(split, mask_path, f"mask size {mask.shape[1]}x{mask.shape[0]} differs from its image's "
