@@ -1,10 +1,10 @@
 """The search callbacks inside a plain Lightning Trainer: the README example, shrunk, and an exact resume."""
 
 import csv
-from functools import partial
 import os
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import lightning as L

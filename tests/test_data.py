@@ -340,7 +340,7 @@ def test_coco_settings_are_checked(tmp_path):
         coco_module(tmp_path, train, on_bad="bogus")
     for fraction in (0, 1):
         with pytest.raises(ValueError, match="val_fraction must be between 0 and 1"):
-            coco_module(tmp_path, train, val_fraction=fraction).setup("fit")
+            coco_module(tmp_path, train, val_fraction=fraction)
     (tmp_path / "not_coco.json").write_text(json.dumps({"images": []}))
     with pytest.raises(ValueError, match="lacks"):
         coco_module(tmp_path, tmp_path / "not_coco.json").setup("fit")
@@ -438,7 +438,7 @@ def test_segmentation_settings_are_checked(tmp_path):
     with pytest.raises(ValueError, match=re.escape("['error', 'skip']")):
         SegmentationFolderDataModule(root, num_classes=3, image_size=32, on_bad="bogus")
     with pytest.raises(ValueError, match="val_fraction must be between 0 and 1"):
-        SegmentationFolderDataModule(root, num_classes=3, image_size=32, val_fraction=1.0).setup("fit")
+        SegmentationFolderDataModule(root, num_classes=3, image_size=32, val_fraction=1.0)
     with pytest.raises(FileNotFoundError, match="train/images"):
         SegmentationFolderDataModule(tmp_path / "empty", num_classes=3)
 
@@ -575,3 +575,10 @@ def test_cifar10_jpeg_zip_through_the_shipped_config(compose_cfg, shared_data_fi
     train = dm.datasets["train"]
     assert train.images.shape == (9000, 3, 32, 32) and torch.bincount(train.labels, minlength=10).tolist() == [900] * 10
     assert 0 <= train.images.min() and train.images.max() <= 1 and train[0][0].shape == (3, 32, 32)
+
+
+def test_coco_crowd_regions_are_left_out_not_reported(tmp_path):
+    crowd = box(8, 1, 7, [0, 0, 60, 30], iscrowd=1)
+    dm = coco_module(tmp_path, make_coco(tmp_path, [*GOOD_BOXES, crowd]), val_fraction=0.5)
+    dm.setup("fit")
+    assert dm.bad.skipped == {} and sum(len(t["boxes"]) for d in (dm.datasets["train"], dm.datasets["val"]) for _, t in d) == len(GOOD_BOXES)

@@ -35,6 +35,7 @@ def extracted(archive: str | Path, cache_dir: str | Path | None = None) -> Path:
                 if Path(name).is_absolute() or ".." in Path(name).parts:
                     raise ValueError(f"{archive}: member {name!r} would be written outside the extraction folder")
             zipped.extractall(tmp)
+        tmp.chmod(0o755)  # mkdtemp makes it private; the cache may be shared
         try:
             os.replace(tmp, target)
         except OSError:  # another process finished the same extraction first

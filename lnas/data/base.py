@@ -33,10 +33,15 @@ def check_batch_size(batch_size: int) -> int:
     return batch_size
 
 
+def check_fraction(fraction: float) -> float:
+    """``fraction`` if it lies strictly between 0 and 1 (the share of training data held out for validation)."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"data.val_fraction must be between 0 and 1 (exclusive), got {fraction}")
+    return fraction
+
+
 def holdout(dataset: Dataset, fraction: float, seed: int) -> tuple[Subset, Subset]:
     """``dataset`` split at random into the kept part and a held-out ``fraction`` (at least one sample)."""
-    if not 0 < fraction < 1:
-        raise ValueError(f"data.val_fraction must be between 0 and 1, got {fraction}")
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
     held = max(1, round(fraction * len(dataset)))
     return Subset(dataset, order[held:]), Subset(dataset, order[:held])

@@ -3,8 +3,9 @@
 
 Each split is one json file and its image folder; without a validation json, a share of the training images is held
 out. Category ids map to contiguous labels in id order (from the training json). Images are decoded at ``setup``,
-resized to ``image_size`` x ``image_size`` (boxes scaled alike) and held in memory. A bad file or entry (an unreadable
-or missing image, a box outside its image or of zero size, an unknown category or image id, a crowd region) stops the
+resized to ``image_size`` x ``image_size`` (boxes scaled alike) and held in memory; crowd regions (``iscrowd``) are
+left out. A bad file or entry (an unreadable
+or missing image, a box outside its image or of zero size, an unknown category or image id) stops the
 run naming the file and the entry; with ``on_bad="skip"`` the entry (a bad image: the image) is skipped and counted.
 """
 
@@ -19,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from lnas.data.bad_files import BadFiles
-from lnas.data.base import SplitDataModule, check_image_size, collate_detection, holdout
+from lnas.data.base import SplitDataModule, check_fraction, check_image_size, collate_detection, holdout
 from lnas.data.image_folder import read_rgb, resize_rgb
 
 BOX_TOLERANCE = 1.0  # pixels a box may pass its image's border (rounding in exported annotations)
@@ -71,7 +72,7 @@ class CocoDetectionDataModule(SplitDataModule):
         for split, (json_file, images) in self.sources.items():
             if (json_file is None) != (images is None):
                 raise ValueError(f"data.{split}_annotations and data.{split}_images go together; got only one of them")
-        self.image_size, self.val_fraction, self.seed = check_image_size(image_size), val_fraction, seed
+        self.image_size, self.val_fraction, self.seed = check_image_size(image_size), check_fraction(val_fraction), seed
         self.bad = BadFiles(on_bad)
 
     @cached_property
@@ -113,9 +114,10 @@ class CocoDetectionDataModule(SplitDataModule):
             height, width = array.shape[:2]
             boxes, labels = [], []
             for annotation in per_image[image_id]:
+                if annotation.get("iscrowd"):  # crowd regions are left out of training and evaluation, as COCO's own tools do
+                    continue
                 x, y, w, h = (float(v) for v in annotation["bbox"])
-                problem = ("crowd regions are not supported" if annotation.get("iscrowd") else
-                           f"box [{x}, {y}, {w}, {h}] has no area" if w <= 0 or h <= 0 else
+                problem = (f"box [{x}, {y}, {w}, {h}] has no area" if w <= 0 or h <= 0 else
                            f"box [{x}, {y}, {w}, {h}] lies outside its {width}x{height} image"
                            if x < -BOX_TOLERANCE or y < -BOX_TOLERANCE or x + w > width + BOX_TOLERANCE or y + h > height + BOX_TOLERANCE else "")
                 if problem:

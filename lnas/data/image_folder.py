@@ -20,7 +20,7 @@ from torch.utils.data import TensorDataset
 
 from lnas.data.archive import extracted
 from lnas.data.bad_files import BadFiles
-from lnas.data.base import SplitDataModule, check_image_size
+from lnas.data.base import SplitDataModule, check_fraction, check_image_size
 from lnas.data.transforms import AugmentedClassification
 
 log = logging.getLogger("lnas.data")
@@ -75,9 +75,7 @@ class ImageFolderDataModule(SplitDataModule):
     def __init__(self, root: str | Path, image_size: int = 32, val_fraction: float = 0.1, batch_size: int = 64, seed: int = 0,
                  augment: bool = True, on_bad: str = "error", cache_dir: str | Path | None = None, num_workers: int = 0) -> None:
         super().__init__(batch_size, num_workers)
-        if not 0 < val_fraction < 1:
-            raise ValueError(f"data.val_fraction must be between 0 and 1, got {val_fraction}")
-        self.root, self.image_size, self.val_fraction = Path(root), check_image_size(image_size), val_fraction
+        self.root, self.image_size, self.val_fraction = Path(root), check_image_size(image_size), check_fraction(val_fraction)
         self.seed, self.augment, self.cache_dir = seed, augment, cache_dir
         self.bad = BadFiles(on_bad)
         if not self.root.exists():

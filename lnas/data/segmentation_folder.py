@@ -17,7 +17,7 @@ from PIL import Image
 from torch.utils.data import TensorDataset
 
 from lnas.data.bad_files import BadFiles
-from lnas.data.base import IGNORE_INDEX, SplitDataModule, check_image_size, holdout
+from lnas.data.base import IGNORE_INDEX, SplitDataModule, check_fraction, check_image_size, holdout
 from lnas.data.image_folder import image_files, read_rgb, resize_rgb
 
 
@@ -46,7 +46,8 @@ class SegmentationFolderDataModule(SplitDataModule):
             raise FileNotFoundError(f"data.root {self.root} must hold train/images/ and train/masks/ (and optionally val/, test/)")
         if num_classes < 2:
             raise ValueError(f"data.num_classes must be >= 2 (background included), got {num_classes}")
-        self.num_classes, self.image_size, self.val_fraction, self.seed = num_classes, check_image_size(image_size), val_fraction, seed
+        self.num_classes, self.image_size, self.seed = num_classes, check_image_size(image_size), seed
+        self.val_fraction = check_fraction(val_fraction)
         self.bad = BadFiles(on_bad)
 
     def _read(self, split: str) -> TensorDataset:

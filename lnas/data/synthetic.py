@@ -44,6 +44,8 @@ class SyntheticDataModule(SplitDataModule):
         for name, value in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test)):
             if value < 1:
                 raise ValueError(f"data.{name} must be >= 1 image (got {value}): the pipeline cannot train or evaluate on an empty split")
+        if max_objects < 1:
+            raise ValueError(f"data.max_objects must be >= 1, got {max_objects}")
         self.image_size, self.max_objects, self.seed = check_image_size(image_size), max_objects, seed
         self.split_sizes = dict(zip(SPLITS, (num_train, num_val, num_test), strict=True))
 
