@@ -131,7 +131,12 @@ def render_report(summary: dict) -> str:
     label, first = summary["metric_label"], summary["devices"][0]
     metric_names = sorted({name for role in ("pick", "baseline") for name in summary[role]["metrics"]},
                           key=lambda name: (name != summary["metric"], name))
-    budget = (f"the baseline's latency / {summary['target_speedup']:g} on each device" if summary["target_speedup"] else "absolute, per device")
+    if summary["target_speedup"]:
+        budget = f"the baseline's latency / {summary['target_speedup']:g} on each device"
+    elif any(value is not None for value in summary["budgets_ms"].values()):
+        budget = "absolute, per device (below)"
+    else:
+        budget = "none: the pick is the candidate with the best predicted accuracy"
     lines = [
         f"# {headline(summary)}",
         "",

@@ -51,3 +51,11 @@ def compose_cfg() -> Callable[..., DictConfig]:
 def fast_detection(compose_cfg, tmp_path: Path) -> Callable[..., DictConfig]:
     """The detection experiment shrunk by ``+debug=fast``, writing into ``tmp_path``."""
     return lambda *extra: compose_cfg("+experiment=detection", "+debug=fast", f"output_dir={tmp_path}", *extra)
+
+
+def hardware_reasons(hardware, result, **measures) -> list[str]:
+    """Why a candidate with ``hardware``'s ``result`` (and further ``measures``, e.g. params) breaks ``hardware``'s constraints."""
+    from lnas.search import Candidate, Leaderboard, Objective
+
+    board = Leaderboard([Objective("score", "maximize")], hardware.constraints())
+    return board.reasons(Candidate("candidate", {**result.measures, **measures}, errors=result.errors))

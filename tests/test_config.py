@@ -1,9 +1,8 @@
 from pathlib import Path
 
 import lnas.conf
-import onnxruntime
 import pytest
-from hydra.errors import InstantiationException, MissingConfigException
+from hydra.errors import MissingConfigException
 from hydra.utils import instantiate
 
 EXPERIMENTS = sorted(p.stem for p in (Path(lnas.conf.__file__).parent / "experiment").glob("*.yaml"))
@@ -24,7 +23,7 @@ def test_every_experiment_composes_and_instantiates(compose_cfg, tmp_path, exper
     search = instantiate(cfg.search, proxy=proxy)
     task = instantiate(cfg.task)(num_classes=datamodule.num_classes)
     assert task.name == experiment and space.size() >= 10**9
-    assert search.proxy is proxy and (hardware.target_latency_ms is None) == bool(debug)
+    assert search.proxy is proxy and hardware.target_speedup > 1 and hardware.devices == ["cpu"]
     instantiate(cfg.trainer, max_epochs=1, logger=False, enable_checkpointing=False)
     if debug:
         assert cfg.data.num_train <= 64 and cfg.final_epochs == 1
@@ -32,14 +31,9 @@ def test_every_experiment_composes_and_instantiates(compose_cfg, tmp_path, exper
 
 def test_every_config_group_option_instantiates(compose_cfg, tmp_path):
     root = Path(lnas.conf.__file__).parent
-    for group in ("space", "predictor", "hardware", "search", "task"):
+    for group in ("space", "predictor", "search", "task"):  # hardware: tests/test_hardware_config.py; data: tests/test_data.py
         for option in sorted(p.stem for p in (root / group).glob("*.yaml")):
             cfg = compose_cfg(f"{group}={option}", f"output_dir={tmp_path}")
-            provider = cfg[group].get("estimator", {}).get("provider") if group == "hardware" else None
-            if provider and provider not in onnxruntime.get_available_providers():  # e.g. ort_cuda on a CPU-only machine
-                with pytest.raises(InstantiationException, match="available providers"):
-                    instantiate(cfg[group])
-                continue
             node = instantiate(cfg[group], proxy=instantiate(cfg.predictor)) if group == "search" else instantiate(cfg[group])
             if group == "task":
                 node = node(num_classes=3)

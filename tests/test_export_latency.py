@@ -4,6 +4,7 @@ import os
 
 import pytest
 import torch
+from conftest import hardware_reasons
 from torch import nn
 
 from lnas.callbacks import HardwareLatency
@@ -56,18 +57,19 @@ class _NotExportable(nn.Module):
 
 
 def test_export_failure_marks_the_candidate_infeasible_with_the_reason():
-    hardware = HardwareLatency(OrtLatencyEstimator(**QUICK), target_latency_ms=10.0)
+    hardware = HardwareLatency({"cpu": {"estimator": OrtLatencyEstimator(**QUICK), "target_latency_ms": 10.0}})
     result = hardware.evaluate("broken", _NotExportable(), (3, 8, 8))
-    assert not result.feasible and math.isnan(result.latency_ms)
-    assert "latency not measured" in result.reason and len(result.reason) > 25
+    reasons = hardware_reasons(hardware, result)
+    assert math.isnan(result.measures["latency_ms.cpu"]) and reasons
+    assert "latency_ms.cpu not measured" in reasons[0] and len(reasons[0]) > 35
 
 
 def test_target_latency_rejects_slow_candidates_and_validates_input():
-    hardware = HardwareLatency(OrtLatencyEstimator(**QUICK), target_latency_ms=1e-6)
+    hardware = HardwareLatency({"cpu": {"estimator": OrtLatencyEstimator(**QUICK), "target_latency_ms": 1e-6}})
     result = hardware.evaluate("conv", nn.Conv2d(3, 4, 3), (3, 32, 32))
-    assert not result.feasible and "> target" in result.reason and result.latency_ms > 0
+    assert result.measures["latency_ms.cpu"] > 0 and hardware_reasons(hardware, result)[0].endswith("> 1e-06")
     with pytest.raises(ValueError, match="target_latency_ms"):
-        HardwareLatency(OrtLatencyEstimator(**QUICK), target_latency_ms=-1)
+        HardwareLatency({"cpu": {"estimator": OrtLatencyEstimator(**QUICK), "target_latency_ms": -1}})
 
 
 def test_flops_of_a_convolution():

@@ -148,8 +148,9 @@ def test_predictions_order_models_and_calibration_candidates_are_measured(tmp_pa
 
 
 def test_hardware_latency_uses_the_table_and_caches_by_key(tmp_path):
-    hardware = HardwareLatency(LutLatencyPredictor(**QUICK, cache_dir=tmp_path, calibration_size=0), target_latency_ms=1e6)
+    lut = LutLatencyPredictor(**QUICK, cache_dir=tmp_path, calibration_size=0)
+    hardware = HardwareLatency({"cpu": {"estimator": lut, "target_latency_ms": 1e6}})
     result = hardware.evaluate("net", Net(), (3, 16, 16))
-    assert result.feasible and result.latency_ms > 0 and hardware.cache["net"]["method"] == "lut"
-    assert hardware.evaluate("net", nn.Identity(), (3, 16, 16)) == result
-    assert "estimator" in hardware.state_dict()
+    assert result.measures["latency_ms.cpu"] > 0 and not result.errors and lut.candidates_seen == 1
+    assert hardware.evaluate("net", nn.Identity(), (3, 16, 16)) == result and lut.candidates_seen == 1  # cached by key
+    assert "cpu" in hardware.state_dict()["estimators"]

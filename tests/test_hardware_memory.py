@@ -1,7 +1,8 @@
+from conftest import hardware_reasons
 from torch import nn
 
 from lnas.callbacks import HardwareLatency
-from lnas.hardware import OrtLatencyEstimator, peak_activation_bytes
+from lnas.hardware import OrtLatencyEstimator, count_flops, count_params, peak_activation_bytes
 
 FLOAT = 4
 
@@ -28,8 +29,11 @@ def test_parameters_and_views_are_not_counted():
 def test_memory_params_and_flops_bounds_make_candidates_infeasible():
     quick = OrtLatencyEstimator(warmup=1, runs=3, repeats=2)
     model = _chain(inplace=True)
-    tight = HardwareLatency(quick, max_activation_mb=1e-4, max_params=10, max_mflops=1e-3)
+    costs = {"params": float(count_params(model)), "flops": float(count_flops(model, (3, 8, 8)))}
+    tight = HardwareLatency({"cpu": {"estimator": quick}}, max_activation_mb=1e-4, max_params=10, max_mflops=1e-3)
     result = tight.evaluate("chain", model, (3, 8, 8))
-    assert not result.feasible and result.latency_ms > 0
-    assert "peak activation memory" in result.reason and "max_params" in result.reason and "max_mflops" in result.reason
-    assert HardwareLatency(quick, max_activation_mb=1.0, max_params=10**6, max_mflops=10.0).evaluate("chain", model, (3, 8, 8)).feasible
+    assert result.measures["latency_ms.cpu"] > 0 and result.measures["memory_mb"] > 1e-4
+    reasons = " ".join(hardware_reasons(tight, result, **costs))
+    assert "memory_mb" in reasons and "params" in reasons and "flops" in reasons
+    loose = HardwareLatency({"cpu": {"estimator": quick}}, max_activation_mb=1.0, max_params=10**6, max_mflops=10.0)
+    assert hardware_reasons(loose, loose.evaluate("chain", model, (3, 8, 8)), **costs) == []

@@ -310,3 +310,35 @@ def test_grasp_takes_the_hessian_through_hard_activations():
     score = Grasp(8).score(model, torch.randn(8, 3, 8, 8), torch.randint(0, 3, (8,)))
     assert math.isfinite(score) and score != 0.0
     assert isinstance(model[1], nn.Hardswish)  # the model itself is untouched
+
+
+class _StridedBlocks(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
+        self.blocks = nn.Sequential(nn.Sequential(nn.Conv2d(4, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.stem(x))
+
+
+def test_trainability_reads_a_block_whose_stride_rounded_its_grid_up():
+    out = _StridedBlocks()(torch.randn(2, 3, 7, 7))
+    assert out.shape[-1] == 4  # 7 -> 4 at stride 2: not an integer ratio
+    assert math.isfinite(Trainability(batch_size=8).score(_StridedBlocks(), (8, 3, 7, 7)))
+
+
+class _Failing(Params):
+    name = "failing"
+
+    def score(self, model, inputs, targets=None) -> float:
+        raise RuntimeError("cannot read this model")
+
+
+def test_an_ensemble_member_that_fails_scores_nan_and_the_others_still_count(tiny_nb201, batch):
+    ensemble = ZeroShotEnsemble([Params(), _Failing(), SynFlow()])
+    with pytest.warns(UserWarning, match=r"\['failing'\] failed on NB201Network \(RuntimeError: cannot read this model\)"):
+        components = ensemble.components(tiny_nb201, batch[0])
+    assert math.isnan(components["failing"]) and components["params"] > 0 and components["synflow"] > 0
+    with pytest.raises(RuntimeError, match="cannot read"):
+        score_proxies([_Failing()], tiny_nb201, batch[0])

@@ -26,7 +26,7 @@ from torch import nn
 from lnas.callbacks.hardware_latency import HardwareLatency
 from lnas.hardware.cost import count_flops, count_params
 from lnas.io import atomic_write_text
-from lnas.predictors.base import Proxy, Supervision
+from lnas.predictors.base import SCORING_ERRORS, Proxy, Supervision
 from lnas.report import write_arch_yaml, write_pareto_plot
 from lnas.search.leaderboard import Candidate, Leaderboard
 from lnas.search.objectives import EVERY_LATENCY, FLOPS, MAXIMIZE, MINIMIZE, PARAMS, SCORE, Objective
@@ -144,7 +144,7 @@ class ZeroShotSearch(L.Callback):
                 row.components = self.proxy.components(model, inputs, targets)
             else:
                 row.measures[SCORE] = self.proxy.score(model, inputs, targets)
-        except (RuntimeError, ValueError, FloatingPointError, TypeError) as error:
+        except SCORING_ERRORS as error:
             rank_zero_info(f"proxy {self.proxy.name} failed on {key}: {error}")
             row.measures[SCORE] = math.nan
         row.measures[PARAMS], row.measures[FLOPS] = float(count_params(model)), float(count_flops(model, input_shape))

@@ -59,6 +59,16 @@ def _entropy_of_spectrum(feature: torch.Tensor) -> float:
     return float((-probabilities * torch.log(probabilities + 1e-8)).sum())
 
 
+def _to_output_grid(g_in: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``g_in`` folded onto an output grid ``size`` (the reference's ``pixel_unshuffle`` by the block's stride): a side that
+    a strided block rounded up (e.g. 7 -> 4 at stride 2) is zero-padded to ``stride x size`` first."""
+    stride = max(1, round(g_in.shape[2] / size[0]))
+    padding = (0, size[1] * stride - g_in.shape[3], 0, size[0] * stride - g_in.shape[2])
+    if any(padding):
+        g_in = F.pad(g_in, padding)
+    return F.pixel_unshuffle(g_in, stride)
+
+
 def _block_trainability(f_in: torch.Tensor, f_out: torch.Tensor, generator: torch.Generator) -> float:
     g_out = (torch.randint(0, 2, f_out.shape, generator=generator, device=generator.device).to(f_out) - 0.5) * 2
     (g_in,) = torch.autograd.grad(f_out, f_in, grad_outputs=g_out, allow_unused=True)
@@ -67,7 +77,7 @@ def _block_trainability(f_in: torch.Tensor, f_out: torch.Tensor, generator: torc
     if g_in.shape == g_out.shape and torch.equal(g_in, g_out):
         return -math.inf
     if g_in.shape[2:] != g_out.shape[2:]:
-        g_in = F.pixel_unshuffle(g_in, g_in.shape[2] // g_out.shape[2])
+        g_in = _to_output_grid(g_in, tuple(g_out.shape[2:]))
     n, c_out, h, w = g_out.shape
     matrix = g_in.permute(0, 2, 3, 1).reshape(n * h * w, -1).t() @ g_out.permute(0, 2, 3, 1).reshape(n * h * w, c_out) / (n * h * w)
     sigma = float(torch.linalg.svdvals(matrix.cpu()).max())

@@ -7,6 +7,8 @@ each pass once.
 
 from __future__ import annotations
 
+import math
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
@@ -206,18 +208,40 @@ class SharedPassProxy(Proxy):
         return function([self], model, inputs, targets)[self.name]
 
 
-def score_proxies(proxies: Sequence[Proxy], model: nn.Module, inputs: Inputs, targets: object | None = None) -> dict[str, float]:
-    """Every proxy's score of ``model``, running each shared pass once for all the proxies that use it."""
+SCORING_ERRORS = (RuntimeError, ValueError, FloatingPointError, TypeError)
+"""What a proxy raises when it cannot score a network (a failed numerical step, a model it cannot read)."""
+
+
+def score_proxies(proxies: Sequence[Proxy], model: nn.Module, inputs: Inputs, targets: object | None = None,
+                  on_error: str = "raise") -> dict[str, float]:
+    """Every proxy's score of ``model``, running each shared pass once for all the proxies that use it.
+
+    ``on_error="nan"``: a proxy (or shared pass) that fails gives NaN for its proxies, with a warning naming them and the
+    error, and the others are still computed (an ensemble ranks a NaN member last).
+    """
+    if on_error not in ("raise", "nan"):
+        raise ValueError(f"on_error must be 'raise' or 'nan', got {on_error!r}")
     groups: dict[Hashable, list[Proxy]] = {}
     scores: dict[str, float] = {}
+
+    def attempt(members: Sequence[Proxy], compute: Callable[[], dict[str, float]]) -> None:
+        try:
+            scores.update(compute())
+        except SCORING_ERRORS as error:
+            if on_error == "raise":
+                raise
+            names = [p.name for p in members]
+            warnings.warn(f"proxies {names} failed on {type(model).__name__} ({type(error).__name__}: {error}); they score NaN", stacklevel=3)
+            scores.update(dict.fromkeys(names, math.nan))
+
     for proxy in proxies:
         shared = proxy.shared_pass()
         if shared is None:
-            scores[proxy.name] = float(proxy.score(model, inputs, targets))
+            attempt([proxy], lambda proxy=proxy: {proxy.name: float(proxy.score(model, inputs, targets))})
         else:
             groups.setdefault(shared, []).append(proxy)
     for (function, _), members in groups.items():
-        scores.update(function(members, model, inputs, targets))
+        attempt(members, lambda function=function, members=members: function(members, model, inputs, targets))
     return {proxy.name: scores[proxy.name] for proxy in proxies}
 
 

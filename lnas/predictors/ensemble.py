@@ -88,8 +88,8 @@ class ZeroShotEnsemble(Proxy):
         return [p.name for p in self.proxies]
 
     def components(self, model: nn.Module, inputs: Inputs, targets: object | None = None) -> dict[str, float]:
-        """Every member's score of ``model``."""
-        return score_proxies(self.proxies, model, inputs, targets)
+        """Every member's score of ``model``; a member that fails scores NaN (ranked last) and the others still count."""
+        return score_proxies(self.proxies, model, inputs, targets, on_error="nan")
 
     def aggregate(self, rows: Sequence[Mapping[str, float]]) -> list[float]:
         """Ensemble scores of a population given each architecture's components (missing components count as NaN)."""
