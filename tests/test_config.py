@@ -23,7 +23,7 @@ def test_every_experiment_composes_and_instantiates(compose_cfg, tmp_path, exper
     search = instantiate(cfg.search, proxy=proxy)
     task = instantiate(cfg.task)(num_classes=datamodule.num_classes)
     assert task.name == experiment and space.size() >= 10**9
-    assert search.proxy is proxy and hardware.target_speedup > 1 and hardware.devices == ["cpu"]
+    assert search.proxy is proxy and hardware.devices == ["cpu"] and (hardware.target_speedup is None) == bool(debug)
     instantiate(cfg.trainer, max_epochs=1, logger=False, enable_checkpointing=False)
     if debug:
         assert cfg.data.num_train <= 64 and cfg.final_epochs == 1

@@ -39,11 +39,12 @@ from lnas.tasks import DetectionTask, SupernetModule
 TARGET_WITHIN, TOLERANCE = 0.9, 0.10
 
 
-def load_space(space: str | DictConfig):
-    """A search space from an option name of ``conf/space`` (the training config's options) or from a space config."""
+def load_space(space: str | DictConfig, image_size: int):
+    """A search space from an option name of ``conf/space`` (the training config's options) or from a space config, for
+    data of ``image_size`` (space configs may set their input resolutions relative to it)."""
     if isinstance(space, str):
         space = OmegaConf.load(files("lnas.conf").joinpath("space", f"{space}.yaml").open())
-    return instantiate(space)
+    return instantiate(OmegaConf.create({"data": {"image_size": image_size}, "space": space}).space)
 
 
 def _pct(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -92,7 +93,7 @@ def _dynamo_seconds(models: list, shape: tuple[int, ...], folder: Path) -> dict:
 def run(cfg: DictConfig, out_dir: Path) -> dict:
     """Measure and predict the candidates of ``cfg`` (see the module docstring); returns the results."""
     shape = tuple(int(s) for s in cfg.input_shape)
-    space = load_space(cfg.space)
+    space = load_space(cfg.space, shape[-1])
     generator = torch.Generator().manual_seed(int(cfg.seed))
     torch.manual_seed(int(cfg.seed))
     archs = []

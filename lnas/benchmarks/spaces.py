@@ -54,7 +54,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     """Sizes and extraction times of ``cfg.spaces``; fused vs unfused RepVGG latency (see the module docstring)."""
     results: dict = {"log10_size": {}, "extract_ms": {}, "extract_ms_min_max": {}}
     for name in cfg.spaces:
-        space = load_space(name)
+        space = load_space(name, int(cfg.input_shape[-1]))
         results["log10_size"][name] = math.log10(space.size())
         if hasattr(space, "supernet") and cfg.extract_samples > 0:
             times = extraction_ms(space, int(cfg.extract_samples), int(cfg.seed))
@@ -65,7 +65,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
 
     shape = tuple(int(s) for s in cfg.input_shape)
     estimator = OrtLatencyEstimator(**OmegaConf.to_container(cfg.estimator, resolve=True))
-    space = load_space(cfg.repvgg_space)
+    space = load_space(cfg.repvgg_space, int(cfg.input_shape[-1]))
     rows, differences, protocol = [], [], {}
     for index, arch in enumerate(cfg.repvgg_archs):
         fused = with_batch_statistics(space.build(space.decode(arch)), shape, int(cfg.stat_batches), int(cfg.seed) + index)

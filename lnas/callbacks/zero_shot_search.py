@@ -29,6 +29,7 @@ from lnas.io import atomic_write_text
 from lnas.predictors.base import SCORING_ERRORS, Proxy, Supervision
 from lnas.report import write_arch_yaml, write_pareto_plot
 from lnas.search.leaderboard import Candidate, Leaderboard
+from lnas.search.loop import SearchLoop
 from lnas.search.objectives import EVERY_LATENCY, FLOPS, MAXIMIZE, MINIMIZE, PARAMS, SCORE, Objective
 from lnas.search.strategies import OptunaSearch
 from lnas.spaces.arch import Arch
@@ -159,26 +160,17 @@ class ZeroShotSearch(L.Callback):
         key = pl_module.space.encode(arch)
         return self.evaluate(pl_module, key, pl_module.candidate(arch, inherit=self.inherit_weights, seed=self.seed), batch, step)
 
-    def _tell(self, trial, row: Candidate) -> None:
-        self.strategy.tell(trial, [row.measures.get(o.name, math.nan) for o in self.leaderboard.objectives], self.leaderboard.violations(row))
-
     def _score_until(self, count: int, trainer: L.Trainer, pl_module: L.LightningModule, batch) -> None:
         if not trainer.is_global_zero:
             return
         for name in list(self.references):
             if name not in self.leaderboard:
                 self.leaderboard.add(self.evaluate(pl_module, name, self.references[name], batch, trainer.global_step, reference=True))
-        target, attempts = min(count, self.num_candidates), 0
-        while len(self.leaderboard.candidates()) < target and attempts < 100 * self.num_candidates:
-            attempts += 1
-            trial, arch = self.strategy.ask()
-            key = pl_module.space.encode(arch)
-            if key in self.leaderboard:  # a repeat: the strategy learns its known result, nothing is scored again
-                self._tell(trial, self.leaderboard.get(key))
-                continue
-            row = self.score_candidate(pl_module, arch, batch, trainer.global_step)
-            self.leaderboard.add(row)
-            self._tell(trial, row)
+        def evaluate(arch: Arch, key: str) -> Candidate:
+            return self.score_candidate(pl_module, arch, batch, trainer.global_step)
+
+        loop = SearchLoop(pl_module.space, self.strategy, self.leaderboard)
+        loop.run_until(min(count, self.num_candidates), evaluate, max_attempts=100 * self.num_candidates)
 
     def _total_batches(self, trainer: L.Trainer) -> float:
         if trainer.max_steps and trainer.max_steps > 0:
