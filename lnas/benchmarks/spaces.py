@@ -56,7 +56,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     for name in cfg.spaces:
         space = load_space(name, int(cfg.input_shape[-1]))
         results["log10_size"][name] = math.log10(space.size())
-        if hasattr(space, "supernet") and cfg.extract_samples > 0:
+        if cfg.extract_samples > 0:
             times = extraction_ms(space, int(cfg.extract_samples), int(cfg.seed))
             results["extract_ms"][name] = statistics.median(times)
             results["extract_ms_min_max"][name] = [min(times), max(times)]
