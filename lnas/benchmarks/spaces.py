@@ -1,7 +1,7 @@
 """Recipe ``spaces``: how large each search space is, how long a subnet takes to extract, and what RepVGG fusion buys.
 
-1. For each option of ``conf/space`` listed in ``spaces``: log10 of its exact number of candidates and, for the
-   weight-sharing ones, the median wall time of ``supernet.extract(arch)`` over ``extract_samples`` random archs.
+1. For each option of ``conf/space`` listed in ``spaces``: log10 of its exact number of candidates and the
+   median wall time of ``supernet.extract(arch)`` over ``extract_samples`` random archs (every space shares weights).
 2. RepVGG (Ding et al., CVPR 2021, "RepVGG: Making VGG-style ConvNets Great Again"): networks of the default space
    with every block a RepVGG block (``repvgg_archs``), BatchNorm statistics set by ``stat_batches`` random batches,
    measured in ONNX Runtime in the multi-branch form (as trained) and fused (``reparameterize``, as exported),
