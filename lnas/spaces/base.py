@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from lnas.spaces.arch import Arch
+from lnas.spaces.parts import Part
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,11 @@ class SearchSpace(ABC):
     @abstractmethod
     def supernet(self) -> Supernet:
         """A weight-sharing supernet over this space."""
+
+    @abstractmethod
+    def parts(self, arch: Arch, input_shape: tuple[int, int, int]) -> list[Part]:
+        """The backbone of ``arch`` for inputs ``(C, H, W)`` as :class:`~lnas.spaces.parts.Part` s whose parameters and
+        FLOPs add up to the backbone's (its costs from the arch alone)."""
 
 
 class Supernet(nn.Module, ABC):

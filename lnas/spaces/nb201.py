@@ -20,6 +20,7 @@ from torch import nn
 
 from lnas.spaces.arch import Arch, InvalidArchError, check_arch, choose
 from lnas.spaces.base import FeatureInfo, SearchSpace, Supernet
+from lnas.spaces.parts import Part, tensor_input
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 NODES = 4
@@ -274,6 +275,24 @@ class NB201Space(SearchSpace):
 
     def feature_info(self, arch: Arch | None = None) -> list[FeatureInfo]:
         return [FeatureInfo(self.channels * 2**stage, 2**stage) for stage in range(3)]
+
+    def parts(self, arch: Arch, input_shape: tuple[int, int, int]) -> list[Part]:
+        """The stem, every edge's op at its stage's shape, and the two reductions (the benchmark network's classifier is
+        not part of the backbone)."""
+        channels, (height, width) = self.channels, input_shape[1:]
+        parts = [Part(("stem", self.in_channels, channels, height, width), lambda: _stem(self.in_channels, self.channels),
+                      tensor_input((self.in_channels, height, width)))]
+        for stage in range(3):
+            if stage > 0:
+                parts.append(Part(("reduction", channels, height, width), lambda c=channels: ResidualReduction(c, 2 * c),
+                                  tensor_input((channels, height, width))))
+                channels, height, width = 2 * channels, -(-height // 2), -(-width // 2)
+            for label in LABELS:
+                op = str(arch[label])
+                part = Part(("edge", op, channels, height, width, self.cell_conv_bias),
+                            lambda op=op, c=channels: make_op(op, c, self.cell_conv_bias), tensor_input((channels, height, width)))
+                parts += [part] * self.cells_per_stage
+        return parts
 
     def build(self, arch: Arch) -> NB201Network:
         """The backbone of ``arch``: the benchmark network without its classifier, returning each stage's output."""

@@ -37,6 +37,7 @@ from lnas.spaces.arch import Arch, InvalidArchError, check_arch, choose, format_
 from lnas.spaces.base import FeatureInfo, SearchSpace, Supernet
 from lnas.spaces.blocks import ACTIVATIONS, BlockConfig, MBConv, ResidualBlock, conv_bn_act
 from lnas.spaces.elastic import ElasticConvAct, ElasticMBConv, ElasticResidual
+from lnas.spaces.parts import Part, tensor_input
 from lnas.spaces.recalibrate import recalibrate_batchnorm
 from lnas.spaces.repvgg import ElasticRepVGG, RepVGGBlock
 
@@ -413,6 +414,19 @@ class StagedSpace(SearchSpace):
         if self.stem_pool:
             stem.append(nn.MaxPool2d(3, 2, 1))
         return stem
+
+    def parts(self, arch: Arch, input_shape: tuple[int, int, int]) -> list[Part]:
+        """The stem at the arch's resolution, then every block at its input shape (keyed by its config and shape)."""
+        height, width = (arch["resolution"],) * 2 if self.resolutions else tuple(input_shape[1:])
+        parts = [Part(("stem", self.in_channels, height, width), self.stem, tensor_input((self.in_channels, height, width)))]
+        height, width = -(-height // 2), -(-width // 2)
+        if self.stem_pool:
+            height, width = -(-height // 2), -(-width // 2)
+        for blocks in self.plan(arch):
+            for cfg in blocks:
+                parts.append(Part(("block", cfg, height, width), lambda cfg=cfg: static_block(cfg), tensor_input((cfg.in_chs, height, width))))
+                height, width = -(-height // cfg.stride), -(-width // cfg.stride)
+        return parts
 
     def build(self, arch: Arch) -> StagedNet:
         stages = [nn.Sequential(*(static_block(cfg) for cfg in blocks)) for blocks in self.plan(arch)]

@@ -16,6 +16,7 @@ from torch import nn
 
 from lnas.spaces.arch import Arch
 from lnas.spaces.base import SearchSpace
+from lnas.spaces.parts import Part, PartCosts
 from lnas.tasks.base import Outputs, Task, TaskModel
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -108,6 +109,7 @@ class SupernetModule(TaskSteps):
         super().__init__(task, optimizer)
         self.space, self.seed = space, seed
         self.net = TaskModel(space.supernet(), task.head(space.feature_info()))
+        self.part_costs = PartCosts()
         self.activate(space.default())
 
     @property
@@ -125,6 +127,16 @@ class SupernetModule(TaskSteps):
 
     def on_validation_epoch_start(self) -> None:
         self.activate(self.space.default())
+
+    def arch_costs(self, arch: Arch, input_shape: tuple[int, int, int]) -> tuple[int, int]:
+        """Parameters and FLOPs of ``arch``'s candidate for inputs ``(C, H, W)``, from the arch alone (no network is built:
+        each backbone part and head is counted once and cached, :mod:`lnas.spaces.parts`)."""
+        info = self.space.feature_info(arch)
+        size = (arch["resolution"],) * 2 if "resolution" in arch else tuple(input_shape[1:])
+        shapes = [(f.num_chs, -(-size[0] // f.reduction), -(-size[1] // f.reduction)) for f in info]
+        head = Part(("head", tuple(info), size, tuple(input_shape[1:])), lambda: self.task.head(info),
+                    lambda: ([torch.zeros((1, *shape)) for shape in shapes], size, tuple(input_shape[1:])))
+        return self.part_costs([*self.space.parts(arch, input_shape), head])
 
     def candidate(self, arch: Arch, inherit: bool = True, seed: int = 0) -> TaskModel:
         """A plain network for ``arch``: supernet weights copied in (``inherit``) or freshly initialised from ``seed``."""
