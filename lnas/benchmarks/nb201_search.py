@@ -3,9 +3,10 @@
 Ground truth: every cell's CIFAR-10 test accuracy (``nb201_cifar10.csv``) and its latency on each device (a table laid out
 as ``nb201_latency.csv``: column ``idx``, then one column of milliseconds per device; ``latency_csv=``). For each device
 and each budget (``percentiles`` of that device's latencies over all cells), and each seed, the search runs as the
-product does (:class:`~lnas.search.loop.SearchLoop`, the strategy of ``conf/search/<strategy>.yaml``, the space's default
-cell scored first) until ``candidates`` cells are scored with the default predictor, and picks the feasible cell with
-the best predicted accuracy. Its *regret* is the best test accuracy of any cell within the budget minus the pick's, in
+product does: the strategy of ``conf/search/<strategy>.yaml`` screens ``screen`` cells by their FLOPs and looked-up
+latency (the cascade, :mod:`lnas.search.cascade`; ``screen=0``: the strategy proposes the scored cells itself), then
+``candidates`` cells, the space's default first, are scored with the default predictor, and the feasible cell with
+the best predicted accuracy is picked. Its *regret* is the best test accuracy of any cell within the budget minus the pick's, in
 points. Random sampling (``conf/search/random.yaml``) with the same predictor and the same number of scored cells is
 the reference every search must beat.
 
@@ -41,9 +42,11 @@ from lnas.predictors.base import score_proxies
 from lnas.predictors.ensemble import ZeroShotEnsemble
 from lnas.predictors.registry import load_proxy
 from lnas.search import Candidate, Constraint, Leaderboard, Objective, OptunaSearch
+from lnas.search.cascade import Cascade
 from lnas.search.loop import SearchLoop
-from lnas.search.objectives import MAXIMIZE, MINIMIZE, SCORE, latency_measure
+from lnas.search.objectives import MAXIMIZE, MINIMIZE, PARAMS, SCORE, latency_measure
 from lnas.spaces.nb201 import NB201Space
+from lnas.spaces.parts import PartCosts
 
 
 class CellScores:
@@ -54,6 +57,7 @@ class CellScores:
         self.space, self.device = NB201Space(cell_conv_bias=cfg.cell_conv_bias), resolve_device(cfg.device)
         self.scores = {idx: values for idx, values in reused.items() if all(p.name in values for p in ensemble.proxies)}
         self.computed, self.seconds = 0, 0.0
+        self.costs = PartCosts()
 
     def components(self, idx: int, arch: str) -> dict[str, float]:
         if idx not in self.scores:
@@ -90,12 +94,15 @@ def strategy_of(name: str) -> OptunaSearch:
     return instantiate(OmegaConf.create(path.read_text()).strategy)
 
 
-def search_once(strategy: str, device: str, budget: float, seed: int, cfg: DictConfig, cells: CellScores,
+def search_once(strategy: str, screen: int, device: str, budget: float, seed: int, cfg: DictConfig, cells: CellScores,
                 index_of: dict[str, int], latency: dict[int, float]) -> Candidate:
-    """One search as the product runs it: ``cfg.candidates`` cells scored, the best predicted feasible cell picked."""
+    """One search as the product runs it: with ``screen`` > 0 the cascade (``screen`` cells screened by their FLOPs and
+    looked-up latency, the best ``cfg.candidates`` scored), else the strategy proposes the ``cfg.candidates`` scored cells;
+    the best predicted feasible cell is picked."""
     space, measure = cells.space, latency_measure(device)
     objectives = [Objective(SCORE, MAXIMIZE), Objective(measure, MINIMIZE)]
-    board = Leaderboard(objectives, [Constraint(measure, budget)], aggregate=cells.ensemble.aggregate)
+    constraints = [Constraint(measure, budget)]
+    board = Leaderboard(objectives, constraints, aggregate=cells.ensemble.aggregate)
     search = strategy_of(strategy)
     search.start(space, objectives, seed)
     search.enqueue(space.default())
@@ -104,7 +111,16 @@ def search_once(strategy: str, device: str, budget: float, seed: int, cfg: DictC
         idx = index_of[key]
         return Candidate(key, measures={measure: latency[idx]}, components=dict(cells.components(idx, key)))
 
-    SearchLoop(space, search, board).run_until(cfg.candidates, evaluate, max_attempts=100 * cfg.candidates)
+    def screen_evaluate(arch, key: str) -> Candidate:
+        params, flops = cells.costs(space.parts(arch, (3, 32, 32)))
+        return Candidate(key, measures={SCORE: float(flops), PARAMS: float(params), measure: latency[index_of[key]]})
+
+    if screen:
+        cascade = Cascade(space, search, board)
+        cascade.screen(screen, objectives, constraints, screen_evaluate)
+        cascade.score_until(cfg.candidates, evaluate)
+    else:
+        SearchLoop(space, search, board).run_until(cfg.candidates, evaluate, max_attempts=100 * cfg.candidates)
     return board.best()
 
 
@@ -164,8 +180,8 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
             best = max(accuracy[i] for i, ms in latency.items() if ms <= budget)
             entry = {"budget_ms": budget, "best_accuracy": best, "picks": [], "regret": [], "random_picks": [], "random_regret": []}
             for seed in cfg.seeds:
-                for strategy, prefix in ((cfg.strategy, ""), ("random", "random_")):
-                    pick = search_once(strategy, device, budget, int(seed), cfg, cells, index_of, latency)
+                for strategy, screen, prefix in ((cfg.strategy, cfg.screen, ""), ("random", 0, "random_")):
+                    pick = search_once(strategy, screen, device, budget, int(seed), cfg, cells, index_of, latency)
                     entry[f"{prefix}picks"].append(pick.arch)
                     entry[f"{prefix}regret"].append(best - accuracy[index_of[pick.arch]])
             entry["median_regret"] = statistics.median(entry["regret"])
@@ -180,7 +196,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
                                                                 [p.name for p in ensemble.proxies]))
     write_regret_plot(per_device, out_dir / "regret.png")
     return {
-        "strategy": cfg.strategy, "candidates": cfg.candidates, "seeds": list(cfg.seeds), "devices": list(cfg.devices),
+        "strategy": cfg.strategy, "screen": cfg.screen, "candidates": cfg.candidates, "seeds": list(cfg.seeds), "devices": list(cfg.devices),
         "percentiles": list(cfg.percentiles), "predictor": ensemble.used,
         "median_regret": statistics.median(default_regrets), "random_median_regret": statistics.median(random_regrets),
         "regret_below_random": statistics.median(random_regrets) - statistics.median(default_regrets),

@@ -176,6 +176,37 @@ class HardwareLatency(L.Callback):
         entry = self.cache[key]
         return HardwareResult(dict(entry["measures"]), dict(entry["spreads"]), list(entry["errors"]))
 
+    def arch_measures(self) -> list[str]:
+        """The latency measures the devices can estimate from the arch alone (the screen stage of the cascade)."""
+        return [t.measure for t in self.targets if hasattr(t.estimator, "estimate_arch")]
+
+    def estimate_arch(self, key: str, parts: Sequence, input_shape: tuple[int, ...]) -> HardwareResult:
+        """Latency on every device that can estimate it from the arch's parts alone (no network built, nothing exported)."""
+        measures, spreads, errors = {}, {}, []
+        for target in self.targets:
+            if hasattr(target.estimator, "estimate_arch"):
+                try:
+                    result = target.estimator.estimate_arch(key, parts, input_shape)
+                    measures[target.measure], spreads[target.measure] = result.median_ms, result.spread_ms
+                except Exception as error:  # noqa: BLE001 - an estimate that fails marks the candidate infeasible, as in evaluate
+                    measures[target.measure] = spreads[target.measure] = math.nan
+                    errors.append(f"{target.measure} not estimated: {type(error).__name__}: {error}"[:300])
+        return HardwareResult(measures, spreads, errors)
+
+    def measure_side_by_side(self, models: Mapping[str, nn.Module], input_shape: tuple[int, ...]) -> dict[str, HardwareResult]:
+        """Every model (key → network) measured on every device that measures (interleaved, one session); key → result.
+        The cached values of these keys are replaced. Devices that look latencies up (tables) keep their values."""
+        results = {key: HardwareResult({}, {}, []) for key in models}
+        for target in self.targets:
+            if not hasattr(target.estimator, "measure_many"):
+                continue
+            measured = target.estimator.measure_many(list(models.values()), [input_shape] * len(models))
+            for key, result in zip(models, measured, strict=True):
+                results[key].measures[target.measure], results[key].spreads[target.measure] = result.median_ms, result.spread_ms
+                entry = self.cache.setdefault(key, {"measures": {}, "spreads": {}, "errors": []})
+                entry["measures"][target.measure], entry["spreads"][target.measure] = result.median_ms, result.spread_ms
+        return results
+
     def describe(self) -> str:
         """Every device: its estimator in words and its budget."""
         parts = []

@@ -2,14 +2,17 @@
 
 A strategy (:class:`~lnas.search.strategies.OptunaSearch`) proposes candidates; each is scored by a training-free
 proxy on batches from the trainer, its costs and every device's latency are taken (:class:`HardwareLatency`), and the
-result is told back to the strategy as named objectives and constraint violations. Scoring is spread over the
-warmup batches. At the end of training, rank 0 picks the best feasible candidate for every device (``picks.yaml``;
-the first device's pick is :attr:`chosen`), broadcasts it, and writes ``leaderboard.csv``, ``pareto.png`` and
-``arch.yaml``.
+result is told back to the strategy as named objectives and constraint violations. With ``screen`` > 0 the search is a
+cascade (:mod:`lnas.search.cascade`): the strategy explores ``screen`` candidates with costs from the arch alone,
+the best ``num_candidates`` of them get the full predictor, and ``finalists`` of those are measured side by side at
+the end. Scoring is spread over the warmup batches. At the end of training, rank 0 picks the best feasible candidate
+for every device (``picks.yaml``; the first device's pick is :attr:`chosen`), broadcasts it, and writes
+``leaderboard.csv`` (with the stage that last scored each candidate), ``pareto.png`` and ``arch.yaml``.
 
 The LightningModule must expose ``space`` (a :class:`~lnas.spaces.SearchSpace`) and
 ``candidate(arch, inherit, seed) -> nn.Module`` (a plain network for an arch); if it has
-``proxy_loss(outputs, targets, images, model)``, label-using proxies differentiate that loss.
+``proxy_loss(outputs, targets, images, model)``, label-using proxies differentiate that loss; the cascade's screen needs
+``arch_costs(arch, input_shape) -> (params, flops)``.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from lnas.hardware.cost import count_flops, count_params
 from lnas.io import atomic_write_text
 from lnas.predictors.base import SCORING_ERRORS, Proxy, Supervision
 from lnas.report import write_arch_yaml, write_pareto_plot
+from lnas.search.cascade import MEASURED, SCREEN, Cascade, finalists
 from lnas.search.leaderboard import Candidate, Leaderboard
 from lnas.search.loop import SearchLoop
 from lnas.search.objectives import EVERY_LATENCY, FLOPS, MAXIMIZE, MINIMIZE, PARAMS, SCORE, Objective
@@ -59,13 +63,21 @@ class ZeroShotSearch(L.Callback):
         inherit_weights: score candidates with the supernet's current weights instead of a fresh initialisation
             (the zero-shot papers score freshly initialised networks).
         output_dir: where to write the search results (default: the trainer's ``default_root_dir``).
+        screen: candidates the strategy screens with costs from the arch alone before the best ``num_candidates`` of
+            them are scored (0: no screen; the strategy proposes the scored candidates itself).
+        finalists: best feasible scored candidates measured again on every measuring device, side by side with the
+            baseline, before the pick (0: none; the pick uses the latencies taken while scoring).
     """
 
     def __init__(self, proxy: Proxy, num_candidates: int = 50, strategy: OptunaSearch | None = None,
                  objectives: Sequence[str] = (SCORE, EVERY_LATENCY), include_default: bool = True, seed: int = 0,
-                 inherit_weights: bool = False, output_dir: str | None = None) -> None:
+                 inherit_weights: bool = False, output_dir: str | None = None, screen: int = 0, finalists: int = 0) -> None:
         if num_candidates < 1:
             raise ValueError(f"search.num_candidates must be >= 1, got {num_candidates}")
+        if screen < 0 or finalists < 0 or (screen and screen < num_candidates):
+            raise ValueError(f"search.screen must be 0 or >= num_candidates ({num_candidates}) and search.finalists >= 0; "
+                             f"got screen={screen}, finalists={finalists}")
+        self.screen, self.finalists = screen, finalists
         if not objectives or objectives[0] != SCORE:
             raise ValueError(f"search.objectives must start with {SCORE!r} (the predicted accuracy), got {list(objectives)}")
         self.proxy, self.num_candidates, self.seed = proxy, num_candidates, seed
@@ -75,6 +87,8 @@ class ZeroShotSearch(L.Callback):
         self.hardware: HardwareLatency | None = None
         self.leaderboard: Leaderboard | None = None
         self.references: dict[str, nn.Module] = {}
+        self.baseline: tuple[str, nn.Module] | None = None
+        self.cascade: Cascade | None = None
         self.picks: dict[str, Candidate] = {}
         self.chosen: Arch | None = None
         self._restored: dict | None = None
@@ -112,10 +126,10 @@ class ZeroShotSearch(L.Callback):
         objectives = self.objectives(hardware)
         constraints = hardware.constraints() if hardware else []
         self.leaderboard = Leaderboard(objectives, constraints, aggregate=getattr(self.proxy, "aggregate", None))
+        self.strategy.start(space, self.screen_objectives() if self.screen else objectives, self.seed)
+        self.cascade = Cascade(space, self.strategy, self.leaderboard, self.include_default)
         if self._restored is not None:
-            self.leaderboard.load_state_dict(self._restored["leaderboard"])
-            self.strategy.load_state_dict(self._restored["strategy"])
-        self.strategy.start(space, objectives, self.seed)
+            self._apply_restored()
         if self.include_default and self._restored is None:
             self.strategy.enqueue(space.default())
 
@@ -132,6 +146,11 @@ class ZeroShotSearch(L.Callback):
     def add_reference(self, name: str, model: nn.Module) -> None:
         """Score ``model`` (e.g. the user's baseline) like a candidate and show it on the leaderboard; it is never picked."""
         self.references[name] = model
+
+    def set_baseline(self, key: str, model: nn.Module) -> None:
+        """The model the finalists are measured beside (its key on the board); with ``hardware.target_speedup``, the
+        budgets are re-derived from that side-by-side measurement, so budget and pick share one session."""
+        self.baseline = (key, model)
 
     # -- scoring -----------------------------------------------------------------------------------------------
     def evaluate(self, pl_module: L.LightningModule, key: str, model: nn.Module, batch, step: int, reference: bool = False) -> Candidate:
@@ -160,17 +179,86 @@ class ZeroShotSearch(L.Callback):
         key = pl_module.space.encode(arch)
         return self.evaluate(pl_module, key, pl_module.candidate(arch, inherit=self.inherit_weights, seed=self.seed), batch, step)
 
+    def _arch_measures(self) -> set[str]:
+        return {PARAMS, FLOPS, *(self.hardware.arch_measures() if self.hardware else [])}
+
+    def screen_objectives(self) -> list[Objective]:
+        """The screen's objectives: its cheap predicted accuracy (FLOPs, higher is better), then every objective of the
+        search that the arch alone gives (costs, and the latency of devices that estimate it from the arch)."""
+        return [Objective(SCORE, MAXIMIZE)] + [o for o in self.leaderboard.objectives[1:] if o.name in self._arch_measures()]
+
+    def _screen(self, pl_module: L.LightningModule, input_shape: tuple[int, ...]) -> None:
+        """Stage 1 of the cascade: the strategy explores ``screen`` candidates with costs from the arch alone."""
+        if not hasattr(pl_module, "arch_costs"):
+            raise TypeError(f"search.screen needs a module with arch_costs(arch, input_shape); {type(pl_module).__name__} has none: "
+                            "set search.screen=0")
+        space = pl_module.space
+
+        def evaluate(arch: Arch, key: str) -> Candidate:
+            params, flops = pl_module.arch_costs(arch, input_shape)
+            row = Candidate(key, {SCORE: float(flops), PARAMS: float(params), FLOPS: float(flops)})
+            if self.hardware is not None:
+                result = self.hardware.estimate_arch(key, space.parts(arch, input_shape), input_shape)
+                row.measures.update(result.measures)
+                row.spreads.update(result.spreads)
+                row.errors += result.errors
+            return row
+
+        constraints = [c for c in self.leaderboard.constraints if c.measure in self._arch_measures()]
+        board = self.cascade.screen(self.screen, self.screen_objectives(), constraints, evaluate)
+        rank_zero_info(f"ZeroShotSearch screened {len(board)} candidates from the arch alone; the best {self.num_candidates} get {self.proxy.name}")
+
     def _score_until(self, count: int, trainer: L.Trainer, pl_module: L.LightningModule, batch) -> None:
         if not trainer.is_global_zero:
             return
         for name in list(self.references):
             if name not in self.leaderboard:
                 self.leaderboard.add(self.evaluate(pl_module, name, self.references[name], batch, trainer.global_step, reference=True))
+
         def evaluate(arch: Arch, key: str) -> Candidate:
             return self.score_candidate(pl_module, arch, batch, trainer.global_step)
 
-        loop = SearchLoop(pl_module.space, self.strategy, self.leaderboard)
-        loop.run_until(min(count, self.num_candidates), evaluate, max_attempts=100 * self.num_candidates)
+        target = min(count, self.num_candidates)
+        if not self.screen:
+            SearchLoop(pl_module.space, self.strategy, self.leaderboard).run_until(target, evaluate, max_attempts=100 * self.num_candidates)
+            return
+        if not self.cascade.promotions and not self.scored():
+            self._screen(pl_module, tuple(batch[0].shape[1:]))
+        self.cascade.score_until(target, evaluate)
+
+    def scored(self) -> list[Candidate]:
+        """The candidates the full predictor scored (measured finalists included)."""
+        return [row for row in self.leaderboard.candidates() if row.stage != SCREEN]
+
+    def _measure_finalists(self, pl_module: L.LightningModule, input_shape: tuple[int, ...]) -> None:
+        """Stage 3: the best feasible scored candidates measured side by side with the baseline on every measuring device,
+        ``finalists`` at a time until one meets every constraint on its measured latency (or none are left)."""
+        measured: set[str] = set()
+        while True:
+            chosen = finalists(self.leaderboard, self.finalists, measured)
+            if not chosen:
+                return
+            models = {row.arch: pl_module.candidate(pl_module.space.decode(row.arch), inherit=self.inherit_weights, seed=self.seed)
+                      for row in chosen}
+            if self.baseline is not None:
+                models.setdefault(self.baseline[0], self.baseline[1])
+            results = self.hardware.measure_side_by_side(models, input_shape)
+            if self.baseline is not None and self.hardware.target_speedup is not None:
+                self.hardware.set_budgets_from_baseline({t.name: results[self.baseline[0]].measures.get(t.measure, math.nan)
+                                                         for t in self.hardware.targets if t.measure in results[self.baseline[0]].measures})
+                self.leaderboard.constraints = self.hardware.constraints()
+            if not any(result.measures for result in results.values()):
+                return  # no device measures (every latency is looked up): the values taken while scoring are final
+            for key, result in results.items():
+                if key in self.leaderboard:
+                    row = self.leaderboard.get(key)
+                    row.measures.update(result.measures)
+                    row.spreads.update(result.spreads)
+                    row.stage = MEASURED
+            measured |= {row.arch for row in chosen}
+            rank_zero_info(f"ZeroShotSearch measured {len(measured)} finalists side by side; budgets: {self.hardware.describe()}")
+            if any(self.leaderboard.is_feasible(self.leaderboard.get(key)) for key in measured):
+                return
 
     def _total_batches(self, trainer: L.Trainer) -> float:
         if trainer.max_steps and trainer.max_steps > 0:
@@ -194,7 +282,9 @@ class ZeroShotSearch(L.Callback):
         the best under every constraint, keyed ``"any"``."""
         if self.hardware is None or not self.hardware.targets:
             return {"any": self.leaderboard.best()}
-        return {device: self.leaderboard.best(self.hardware.device_constraints(device)) for device in self.hardware.devices}
+        measured = self.finalists and any(row.stage == MEASURED for row in self.leaderboard.candidates())
+        only = (lambda row: row.stage == MEASURED) if measured else None  # with finalists, the pick is made on measured latency
+        return {device: self.leaderboard.best(self.hardware.device_constraints(device), only=only) for device in self.hardware.devices}
 
     def write_picks(self, path: Path, space) -> Path:
         """``picks.yaml``: per device its pick's arch, score, latency on that device and budget; which one is trained."""
@@ -212,6 +302,8 @@ class ZeroShotSearch(L.Callback):
         chosen, error = None, None
         if trainer.is_global_zero:
             out = Path(self.output_dir or trainer.default_root_dir)
+            if self.finalists and self.hardware is not None and hasattr(self, "_last_batch"):
+                self._measure_finalists(pl_module, tuple(self._last_batch[0].shape[1:]))
             self.leaderboard.write_csv(out / "leaderboard.csv")
             try:
                 self.picks = self.pick_per_device()
@@ -231,12 +323,18 @@ class ZeroShotSearch(L.Callback):
         self.chosen = chosen
 
     def state_dict(self) -> dict:
-        return {"leaderboard": self.leaderboard.state_dict(), "strategy": self.strategy.state_dict()} if self.leaderboard else {}
+        if self.leaderboard is None:
+            return {}
+        return {"leaderboard": self.leaderboard.state_dict(), "strategy": self.strategy.state_dict(), "promotions": list(self.cascade.promotions)}
+
+    def _apply_restored(self) -> None:
+        self.leaderboard.load_state_dict(self._restored["leaderboard"])
+        self.strategy.load_state_dict(self._restored["strategy"])
+        self.cascade.promotions = list(self._restored.get("promotions", []))
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Lightning restores callbacks after ``setup``: the leaderboard and the study are replaced at once (or, before
         ``setup``, kept for :meth:`configure`)."""
         self._restored = state_dict or None
         if self._restored is not None and self.leaderboard is not None:
-            self.leaderboard.load_state_dict(self._restored["leaderboard"])
-            self.strategy.load_state_dict(self._restored["strategy"])
+            self._apply_restored()

@@ -76,6 +76,10 @@ class Nb201LatencyTable:
                              intra_op_threads=0, inter_op_threads=0, batch_size=1, input_shape=(3, 32, 32), ort_version="",
                              fingerprint=self.description, method="table")
 
+    def estimate_arch(self, key: str, parts=None, input_shape: tuple[int, ...] = (3, 32, 32)) -> LatencyResult:
+        """The same look-up: a table needs only the cell's string (the screen stage of the cascade uses it)."""
+        return self.estimate(key)
+
     def describe(self) -> str:
         return f"{self.description}: published latency, NAS-Bench-201 cell on CIFAR-10 (32x32), batch 1 (nb201_latency.csv, {self.column})"
 

@@ -82,7 +82,18 @@ class Leaderboard:
             raise ValueError(f"{candidate.arch} is already on the leaderboard")
         self.rows.append(candidate)
         self._index[candidate.arch] = candidate
+        self._scored(candidate)
+
+    def replace(self, candidate: Candidate) -> None:
+        """Put ``candidate`` in the place of the row with its arch (a later stage scored it again)."""
+        index = self.rows.index(self._index[candidate.arch])
+        self.rows[index] = self._index[candidate.arch] = candidate
+        self._scored(candidate)
+
+    def _scored(self, candidate: Candidate) -> None:
         self.rescore()
+        if candidate.stage == "screen":  # a screened row has a cheap score only
+            return
         bad = [f"{k}={v}" for k, v in candidate.components.items() if not math.isfinite(v)]
         if bad or not math.isfinite(candidate.score):
             detail = ", ".join(bad) if bad else f"score={candidate.score}"
@@ -116,9 +127,10 @@ class Leaderboard:
         """The candidates (not references) that meet ``constraints`` (default: all)."""
         return [row for row in self.candidates() if self.is_feasible(row, constraints)]
 
-    def best(self, constraints: Sequence[Constraint] | None = None) -> Candidate:
-        """The feasible candidate with the best score; raises :class:`NoFeasibleCandidateError` if there is none."""
-        feasible = self.feasible(constraints)
+    def best(self, constraints: Sequence[Constraint] | None = None, only: Callable[[Candidate], bool] | None = None) -> Candidate:
+        """The feasible candidate with the best finite score (among those ``only`` accepts); raises
+        :class:`NoFeasibleCandidateError` if there is none."""
+        feasible = [row for row in self.feasible(constraints) if math.isfinite(row.score) and (only is None or only(row))]
         if not feasible:
             constraints = self.constraints if constraints is None else constraints
             lowest = []
@@ -143,8 +155,10 @@ class Leaderboard:
         return [row for row, rank in zip(rows, ranks, strict=True) if rank == 0]
 
     def ranked(self) -> list[Candidate]:
-        """Rows sorted best first: feasible candidates, then infeasible ones, then references; each by score."""
-        return sorted(self.rows, key=lambda r: (r.reference, not self.is_feasible(r), -self.objective(r)))
+        """Rows sorted best first: feasible candidates, then infeasible ones, then references; each by stage (measured,
+        scored, screened) and score."""
+        stage = {"measure": 0, "score": 1, "screen": 2}
+        return sorted(self.rows, key=lambda r: (r.reference, not self.is_feasible(r), stage.get(r.stage, 1), -self.objective(r)))
 
     def measure_names(self) -> list[str]:
         """Every measure on the board: score, costs, then the latency of each device."""

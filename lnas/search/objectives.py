@@ -17,6 +17,8 @@ import numpy as np
 MAXIMIZE, MINIMIZE = "maximize", "minimize"
 DIRECTIONS = (MAXIMIZE, MINIMIZE)
 SCORE, PARAMS, FLOPS, MEMORY = "score", "params", "flops", "memory_mb"
+SCREEN_SCORE = "screen_score"
+"""The cheap predicted accuracy the cascade's screen ranks candidates by (their FLOPs)."""
 LATENCY = "latency_ms"
 """Prefix of the per-device latency measures: ``latency_ms.<device>``."""
 EVERY_LATENCY = "latency"

@@ -1,0 +1,85 @@
+"""The search cascade: screen many candidates cheaply, score the best of them with the full predictor, then measure the
+finalists on the device (as nn-Meter's and Once-for-All's searches do: a cheap model first, the device at the end).
+
+1. *screen*: the strategy explores with costs from the arch alone: its predicted accuracy there is a cheap proxy
+   (FLOPs, AZ-NAS's complexity), its latency the device's estimate from the arch (a look-up table) where the device
+   has one; the constraints it can evaluate apply.
+2. *score*: the screened candidates, feasible first, in order of their non-dominated rank over the screen's objectives
+   (so every latency range the budget allows is represented), then by their cheap score, get the full predictor.
+3. *measure*: the best scored candidates that meet the constraints are measured on the device, side by side; the pick
+   is made on the measured latency.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from lnas.search.leaderboard import Candidate, Leaderboard
+from lnas.search.loop import Evaluate, SearchLoop
+from lnas.search.objectives import SCORE, SCREEN_SCORE, Constraint, Objective, non_dominated_ranks, oriented_matrix
+from lnas.search.strategies import OptunaSearch
+from lnas.spaces.base import SearchSpace
+
+SCREEN, SCORED, MEASURED = "screen", "score", "measure"
+STAGES = (SCREEN, SCORED, MEASURED)
+
+
+def promotion_order(board: Leaderboard) -> list[str]:
+    """The screened candidates in the order the full predictor scores them (see the module docstring)."""
+    rows = board.candidates()
+    feasible = [row for row in rows if board.is_feasible(row)]
+    ranks = non_dominated_ranks(oriented_matrix([row.measures for row in feasible], board.objectives)) if feasible else []
+    order = sorted(zip(feasible, ranks, strict=True), key=lambda pair: (pair[1], -board.objective(pair[0])))
+    infeasible = sorted((row for row in rows if not board.is_feasible(row)), key=lambda row: sum(max(v, 0.0) for v in board.violations(row)))
+    return [row.arch for row, _ in order] + [row.arch for row in infeasible]
+
+
+def finalists(board: Leaderboard, count: int, measured: set[str]) -> list[Candidate]:
+    """The ``count`` best-scored candidates that meet every constraint and were not measured yet."""
+    pool = [row for row in board.feasible() if row.arch not in measured and math.isfinite(row.score)]
+    return sorted(pool, key=board.objective, reverse=True)[:count]
+
+
+class Cascade:
+    """Stages 1 and 2 of the cascade over ``leaderboard``: :meth:`screen` with the strategy and cheap evaluations, then
+    :meth:`score_until` with the full predictor, in :func:`promotion_order` (the space's default first when
+    ``include_default``). Screened rows keep their cheap score as ``screen_score``."""
+
+    def __init__(self, space: SearchSpace, strategy: OptunaSearch, leaderboard: Leaderboard, include_default: bool = True) -> None:
+        self.space, self.strategy, self.leaderboard, self.include_default = space, strategy, leaderboard, include_default
+        self.promotions: list[str] = []
+
+    def screen(self, count: int, objectives: Sequence[Objective], constraints: Sequence[Constraint], evaluate: Evaluate) -> Leaderboard:
+        """Screen ``count`` candidates: ``evaluate`` gives each its cheap score (``score``) and arch-level measures."""
+        board = Leaderboard(objectives, constraints)
+        SearchLoop(self.space, self.strategy, board).run_until(count, evaluate, max_attempts=100 * count)
+        default = self.space.encode(self.space.default())
+        self.promotions = ([default] if self.include_default else []) + [a for a in promotion_order(board) if a != default]
+        for row in board.rows:
+            row.measures[SCREEN_SCORE] = row.measures.pop(SCORE)
+            row.stage = SCREEN
+            if row.arch in self.leaderboard:
+                self.leaderboard.replace(row)
+            else:
+                self.leaderboard.add(row)
+        return board
+
+    def scored(self) -> list[Candidate]:
+        """The candidates the full predictor scored (measured finalists included)."""
+        return [row for row in self.leaderboard.candidates() if row.stage != SCREEN]
+
+    def score_until(self, count: int, evaluate: Evaluate) -> int:
+        """Score promoted candidates with ``evaluate`` until ``count`` are scored or none are left; returns how many."""
+        done = 0
+        while len(self.scored()) < count and self.promotions:
+            key = self.promotions.pop(0)
+            row = evaluate(self.space.decode(key), key)
+            row.stage = SCORED
+            if key in self.leaderboard:
+                row.measures.setdefault(SCREEN_SCORE, self.leaderboard.get(key).measures.get(SCREEN_SCORE, math.nan))
+                self.leaderboard.replace(row)
+            else:
+                self.leaderboard.add(row)
+            done += 1
+        return done
