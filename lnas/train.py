@@ -128,6 +128,7 @@ def train(cfg: DictConfig) -> dict:
             log.info("latency budgets from the baseline: %s", hardware.describe())
         if not baseline.arch:  # a timm model: on the leaderboard for comparison (the space default is a candidate)
             search.add_reference(baseline.name, baseline.model)
+        search.set_baseline(baseline.arch or baseline.name, baseline.model)
         _trainer(cfg, out, "warmup", cfg.warmup_epochs, [search, hardware]).fit(supernet, datamodule=datamodule)
         arch = search.chosen
     else:

@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
+from torch import nn
 
+from lnas.hardware.cost import count_flops
+from lnas.hardware.ort import LatencyResult
 from lnas.io import data_dir
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -59,3 +62,31 @@ def hardware_reasons(hardware, result, **measures) -> list[str]:
 
     board = Leaderboard([Objective("score", "maximize")], hardware.constraints())
     return board.reasons(Candidate("candidate", {**result.measures, **measures}, errors=result.errors))
+
+
+class FlopsLatency:
+    """A test device whose latency is ``ms_per_mflop`` x MFLOPs + ``offset_ms``: deterministic, so budgets act exactly."""
+
+    def __init__(self, ms_per_mflop: float, offset_ms: float = 0.0) -> None:
+        self.ms_per_mflop, self.offset_ms = ms_per_mflop, offset_ms
+
+    def _result(self, ms: float, input_shape) -> LatencyResult:
+        return LatencyResult(ms, 0.0, [ms], "test", 1, 1, 1, tuple(input_shape), "", "test device", "table")
+
+    def estimate(self, key: str, model: nn.Module, input_shape: tuple[int, ...]) -> LatencyResult:
+        return self._result(self.ms_per_mflop * count_flops(model, input_shape) / 1e6 + self.offset_ms, input_shape)
+
+    def describe(self) -> str:
+        return f"{self.ms_per_mflop} ms per MFLOP"
+
+
+class MeasuringFlopsLatency(FlopsLatency):
+    """:class:`FlopsLatency` that also measures side by side (the finalists' stage): ``measured_factor`` times its estimate."""
+
+    def __init__(self, ms_per_mflop: float, offset_ms: float = 0.0, measured_factor: float = 1.0) -> None:
+        super().__init__(ms_per_mflop, offset_ms)
+        self.measured_factor, self.measured = measured_factor, 0
+
+    def measure_many(self, models, input_shapes) -> list[LatencyResult]:
+        self.measured += len(models)
+        return [self._result(self.measured_factor * self.estimate("", m, s).median_ms, s) for m, s in zip(models, input_shapes, strict=True)]

@@ -6,31 +6,16 @@ import lightning as L
 import pytest
 import torch
 import yaml
+from conftest import FlopsLatency
 from hydra.errors import InstantiationException
 from torch import nn
 
 from lnas.callbacks import HardwareLatency, ZeroShotSearch
 from lnas.data import SyntheticClassificationDataModule
-from lnas.hardware.cost import count_flops
-from lnas.hardware.ort import LatencyResult
 from lnas.predictors import Params
 from lnas.spaces import MBConvSpace
 from lnas.tasks import ClassificationTask, SupernetModule
 from lnas.train import train
-
-
-class FlopsLatency:
-    """A device whose latency is ``ms_per_mflop`` x MFLOPs + ``offset_ms`` (deterministic, for tests)."""
-
-    def __init__(self, ms_per_mflop: float, offset_ms: float = 0.0) -> None:
-        self.ms_per_mflop, self.offset_ms = ms_per_mflop, offset_ms
-
-    def estimate(self, key: str, model: nn.Module, input_shape: tuple[int, ...]) -> LatencyResult:
-        ms = self.ms_per_mflop * count_flops(model, input_shape) / 1e6 + self.offset_ms
-        return LatencyResult(ms, 0.0, [ms], "test", 1, 1, 1, tuple(input_shape), "", "test device", "table")
-
-    def describe(self) -> str:
-        return f"{self.ms_per_mflop} ms per MFLOP"
 
 
 def _search(tmp_path, devices: dict, **hardware) -> tuple[ZeroShotSearch, HardwareLatency, SupernetModule]:

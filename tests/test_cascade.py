@@ -1,0 +1,100 @@
+"""The search cascade: screen from the arch alone, score the best with the full predictor, measure the finalists."""
+
+import csv
+import math
+
+import lightning as L
+import pytest
+from conftest import FlopsLatency, MeasuringFlopsLatency
+
+from lnas.callbacks import HardwareLatency, ZeroShotSearch
+from lnas.data import SyntheticClassificationDataModule
+from lnas.hardware.nb201 import table_devices
+from lnas.predictors import Params
+from lnas.search import Candidate, Constraint, Leaderboard, Objective, OptunaSearch
+from lnas.search.cascade import Cascade, finalists, promotion_order
+from lnas.spaces import MBConvSpace
+from lnas.spaces.nb201 import NB201Space
+from lnas.tasks import ClassificationTask, SupernetModule
+
+UP, FAST = Objective("score", "maximize"), Objective("latency_ms.d", "minimize")
+
+
+def test_promotion_order_takes_feasible_fronts_first_then_the_cheap_score():
+    board = Leaderboard([UP, FAST], [Constraint("latency_ms.d", 5.0)])
+    for arch, score, latency in (("big", 9, 4), ("small", 1, 1), ("dominated", 2, 3), ("mid", 5, 2), ("over", 99, 9), ("far_over", 1, 20)):
+        board.add(Candidate(arch, {"score": score, "latency_ms.d": latency}))
+    # front 0 among the feasible: big, mid, small (by score); then the dominated one; infeasible last, nearest the budget first
+    assert promotion_order(board) == ["big", "mid", "small", "dominated", "over", "far_over"]
+
+
+def test_finalists_are_the_best_scored_feasible_candidates_not_yet_measured():
+    board = Leaderboard([UP, FAST], [Constraint("latency_ms.d", 5.0)])
+    for arch, score, latency in (("a", 3, 1), ("b", 2, 1), ("c", 9, 9), ("d", 1, 1), ("e", math.nan, 1)):
+        board.add(Candidate(arch, {"score": score, "latency_ms.d": latency}))
+    assert [r.arch for r in finalists(board, 2, set())] == ["a", "b"] and [r.arch for r in finalists(board, 2, {"a"})] == ["b", "d"]
+
+
+def test_a_cascade_screens_many_from_the_arch_and_scores_the_best_few():
+    space = NB201Space()
+    hardware = HardwareLatency(table_devices(["fpga"], 4.0))
+    board = Leaderboard([UP, Objective("latency_ms.fpga", "minimize")], hardware.constraints())
+    strategy = OptunaSearch()
+    strategy.start(space, board.objectives, seed=0)
+    strategy.enqueue(space.default())
+    cascade = Cascade(space, strategy, board)
+
+    def cheap(arch, key):
+        return Candidate(key, {"score": float(len(key)), **hardware.estimate_arch(key, None, (3, 32, 32)).measures})
+
+    cascade.screen(60, board.objectives, board.constraints, cheap)
+    assert len(board) == 60 and {r.stage for r in board.rows} == {"screen"} and all("screen_score" in r.measures for r in board.rows)
+    order = list(cascade.promotions)
+    assert order[0] == space.encode(space.default())  # the reference point is always scored, first
+    scored = []
+    cascade.score_until(8, lambda arch, key: scored.append(key) or Candidate(key, {"score": 1.0, "latency_ms.fpga": 1.0}))
+    assert scored == order[:8] and len(cascade.scored()) == 8 and len(board) == 60
+    assert {r.stage for r in cascade.scored()} == {"score"} and all(math.isfinite(r.measures["screen_score"]) for r in cascade.scored())
+
+
+def _run(tmp_path, hardware: HardwareLatency, **search) -> tuple[ZeroShotSearch, SupernetModule]:
+    space = MBConvSpace(stages=[{"channels": c, "stride": 2, "depths": [1, 2]} for c in (8, 16, 24, 32)], stem_channels=8, widths=[0.5, 1.0],
+                        resolutions=[32, 64])
+    module = SupernetModule(space, ClassificationTask(3, head_width=16))
+    callback = ZeroShotSearch(Params(), output_dir=str(tmp_path), **search)
+    data = SyntheticClassificationDataModule(image_size=64, num_train=16, num_val=4, num_test=4, batch_size=8)
+    L.Trainer(max_epochs=1, callbacks=[callback, hardware], logger=False, enable_progress_bar=False, enable_model_summary=False,
+              default_root_dir=str(tmp_path), num_sanity_val_steps=0, limit_val_batches=0).fit(module, datamodule=data)
+    return callback, module
+
+
+def test_the_search_callback_runs_the_cascade_and_records_each_candidates_stage(tmp_path):
+    hardware = HardwareLatency({"d": {"estimator": FlopsLatency(1.0)}})  # no latency from the arch: the screen ranks by FLOPs
+    search, module = _run(tmp_path, hardware, num_candidates=6, screen=40, strategy=OptunaSearch())
+    default = module.space.encode(module.space.default())
+    rows = list(csv.DictReader((tmp_path / "leaderboard.csv").open()))
+    stages = [row["stage"] for row in rows]
+    assert len(rows) == 40 and stages.count("screen") == 34 and stages.count("score") + stages.count("measure") == 6
+    assert default in {row["arch"] for row in rows if row["stage"] != "screen"}
+    assert "screen_score" in rows[0] and all(float(r["screen_score"]) == float(r["flops"]) for r in rows)
+
+
+def test_finalists_are_measured_side_by_side_with_the_baseline_and_the_pick_uses_that_measurement(tmp_path):
+    device = MeasuringFlopsLatency(1.0, measured_factor=1.2)
+    hardware = HardwareLatency({"d": {"estimator": device}}, target_speedup=1.5)
+    space = MBConvSpace(stages=[{"channels": c, "stride": 2, "depths": [1, 2]} for c in (8, 16, 24, 32)], stem_channels=8, widths=[0.5, 1.0],
+                        resolutions=[32, 64])
+    module = SupernetModule(space, ClassificationTask(3, head_width=16))
+    baseline = module.candidate(space.default(), inherit=False)
+    hardware.set_budgets_from_baseline({"d": device.estimate("", baseline, (3, 64, 64)).median_ms})
+    estimated_budget = hardware.targets[0].target_latency_ms
+    callback = ZeroShotSearch(Params(), num_candidates=10, finalists=3, output_dir=str(tmp_path))
+    callback.set_baseline(space.encode(space.default()), baseline)
+    data = SyntheticClassificationDataModule(image_size=64, num_train=16, num_val=4, num_test=4, batch_size=8)
+    L.Trainer(max_epochs=1, callbacks=[callback, hardware], logger=False, enable_progress_bar=False, enable_model_summary=False,
+              default_root_dir=str(tmp_path), num_sanity_val_steps=0, limit_val_batches=0).fit(module, datamodule=data)
+    measured = {r.arch for r in callback.leaderboard.candidates() if r.stage == "measure"}
+    assert space.encode(space.default()) in measured and len(measured) == device.measured == 4  # 3 finalists and the baseline, one session
+    assert hardware.targets[0].target_latency_ms == pytest.approx(1.2 * estimated_budget)  # the budget from the side-by-side baseline
+    pick = callback.picks["d"]
+    assert pick.stage == "measure" and pick.measures["latency_ms.d"] <= hardware.targets[0].target_latency_ms
