@@ -16,7 +16,6 @@ from lnas.search import (
     non_dominated_ranks,
 )
 from lnas.search.objectives import MAXIMIZE, MINIMIZE
-from lnas.search.strategies import trial_constraints
 from lnas.spaces import MBConvSpace
 from lnas.spaces.nb201 import NB201Space
 
@@ -121,7 +120,7 @@ def _run(strategy: OptunaSearch, space, count: int, start: bool = True) -> list[
         space.validate(arch)
         key = space.encode(arch)
         score, latency = float(len(key) % 7), float(len(key) % 5) + 0.5
-        strategy.tell(trial, [score, latency], [latency - 3.0])
+        strategy.tell(trial, [score, latency], {"latency_ms.cpu": latency - 3.0})
         archs.append(key)
     return archs
 
@@ -141,19 +140,19 @@ def test_every_strategy_proposes_valid_archs_deterministically_and_resumes_from_
     assert head + _run(resumed, space, 6, start=False) == first
 
 
-def test_the_strategy_gives_its_sampler_the_seed_and_the_told_constraints():
+def test_the_strategy_seeds_its_sampler_and_tells_every_constraint_by_name():
     seen = {}
 
-    def factory(seed, constraints_func):
-        seen.update(seed=seed, constraints_func=constraints_func)
+    def factory(seed):
+        seen["seed"] = seed
         return optuna.samplers.RandomSampler(seed)
 
     strategy = OptunaSearch(factory)
     strategy.start(NB201Space(), [SCORE_UP, LATENCY], seed=7)
-    assert seen == {"seed": 7, "constraints_func": trial_constraints}
+    assert seen == {"seed": 7}
     trial, _ = strategy.ask()
-    strategy.tell(trial, [1.0, 2.0], [0.5, math.inf])
-    assert trial_constraints(strategy.study.trials[0]) == [0.5, 1e30]  # an unmeasured constraint is a large violation
+    strategy.tell(trial, [1.0, 2.0], {"latency_ms.cpu": 0.5, "params": math.inf})
+    assert strategy.study.trials[0].constraints == {"latency_ms.cpu": 0.5, "params": 1e30}  # not measured: a large violation
 
 
 def test_the_default_arch_can_be_enqueued_first_and_a_failed_score_fails_its_trial():
@@ -163,7 +162,7 @@ def test_the_default_arch_can_be_enqueued_first_and_a_failed_score_fails_its_tri
     strategy.enqueue(space.default())
     trial, arch = strategy.ask()
     assert arch == space.default()
-    strategy.tell(trial, [math.nan, 1.0], [0.0])
+    strategy.tell(trial, [math.nan, 1.0], {"latency_ms.cpu": 0.0})
     assert strategy.study.trials[0].state == optuna.trial.TrialState.FAIL
 
 
@@ -176,7 +175,7 @@ def test_regularized_evolution_mutates_one_choice_of_a_feasible_parent():
         trial, arch = strategy.ask()
         # the random first generation: odd trials score highest but break their constraint, so they must never be parents
         ok = index >= 8 or index % 2 == 0
-        strategy.tell(trial, [1000.0 + index if not ok else float(index)], [-1.0 if ok else 1.0])
+        strategy.tell(trial, [1000.0 + index if not ok else float(index)], {"c": -1.0 if ok else 1.0})
         if index >= 8:
             distance = {i: sum(arch[k] != a[k] for k in arch) for i, (a, _) in enumerate(told)}
             feasible = [d for i, d in distance.items() if told[i][1]]

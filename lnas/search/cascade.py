@@ -31,7 +31,7 @@ def promotion_order(board: Leaderboard) -> list[str]:
     feasible = [row for row in rows if board.is_feasible(row)]
     ranks = non_dominated_ranks(oriented_matrix([row.measures for row in feasible], board.objectives)) if feasible else []
     order = sorted(zip(feasible, ranks, strict=True), key=lambda pair: (pair[1], -board.objective(pair[0])))
-    infeasible = sorted((row for row in rows if not board.is_feasible(row)), key=lambda row: sum(max(v, 0.0) for v in board.violations(row)))
+    infeasible = sorted((row for row in rows if not board.is_feasible(row)), key=lambda row: sum(max(v, 0.0) for v in board.violations(row).values()))
     return [row.arch for row, _ in order] + [row.arch for row in infeasible]
 
 

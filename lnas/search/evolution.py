@@ -8,7 +8,7 @@ and changes one of its choices; choices the copy does not have (e.g. a block tha
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -21,11 +21,10 @@ from optuna.trial import FrozenTrial, TrialState
 class RegularizedEvolutionSampler(BaseSampler):
     """Tournament selection among recent feasible trials, then one mutation (see the module docstring)."""
 
-    def __init__(self, population: int = 16, tournament: int = 4, seed: int | None = None,
-                 constraints_func: Callable[[FrozenTrial], Sequence[float]] | None = None) -> None:
+    def __init__(self, population: int = 16, tournament: int = 4, seed: int | None = None) -> None:
         if population < 1 or not 1 <= tournament <= population:
             raise ValueError(f"need population >= 1 and 1 <= tournament <= population, got {population}, {tournament}")
-        self.population, self.tournament, self.constraints_func = population, tournament, constraints_func
+        self.population, self.tournament = population, tournament
         self._rng = np.random.RandomState(seed)
         self._random = RandomSampler(seed)
         self._children: dict[int, dict[str, Any]] = {}
@@ -40,13 +39,22 @@ class RegularizedEvolutionSampler(BaseSampler):
     def sample_relative(self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
         return {}
 
-    def _feasible(self, trial: FrozenTrial) -> bool:
-        return self.constraints_func is None or all(v <= 0 for v in self.constraints_func(trial))
+    @staticmethod
+    def _feasible(trial: FrozenTrial) -> bool:
+        """Every constraint the trial was told (``Trial.set_constraint``) is met."""
+        return all(v <= 0 for v in trial.constraints.values())
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
         completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        recent = [t for t in completed if self._feasible(t)][-self.population:]
-        if len(completed) < self.population or not recent:
+        if len(completed) < self.population:
+            return
+        recent = []
+        for past in reversed(completed):  # the population most recent feasible trials
+            if self._feasible(past):
+                recent.append(past)
+                if len(recent) == self.population:
+                    break
+        if not recent:
             return
         sign = 1.0 if study.directions[0] == StudyDirection.MAXIMIZE else -1.0
         drawn = [recent[i] for i in self._rng.randint(len(recent), size=self.tournament)]

@@ -116,9 +116,9 @@ class Leaderboard:
         values = candidate.measures
         return list(candidate.errors) + [c.describe(values.get(c.measure)) for c in constraints if c.violation(values.get(c.measure)) > 0]
 
-    def violations(self, candidate: Candidate) -> list[float]:
-        """One value per constraint, <= 0 when met (Optuna's ``constraints_func`` convention)."""
-        return [c.violation(candidate.measures.get(c.measure)) for c in self.constraints]
+    def violations(self, candidate: Candidate) -> dict[str, float]:
+        """Constraint (its measure) → how far the candidate is over it (<= 0: met; Optuna's convention)."""
+        return {c.measure: c.violation(candidate.measures.get(c.measure)) for c in self.constraints}
 
     def is_feasible(self, candidate: Candidate, constraints: Sequence[Constraint] | None = None) -> bool:
         return not self.reasons(candidate, constraints)

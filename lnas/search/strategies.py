@@ -2,7 +2,8 @@
 
 One protocol for every strategy (:class:`OptunaSearch`): ``start`` opens a study whose directions are the search's
 objectives; ``ask`` gives a trial and the arch the space reads from it (:meth:`~lnas.spaces.SearchSpace.suggest`);
-``tell`` reports the candidate's objective values and its constraint violations (read by Optuna's ``constraints_func``).
+``tell`` reports the candidate's objective values and its constraint violations (``Trial.set_constraint``, which
+Optuna's samplers read to prefer feasible trials).
 The sampler decides: NSGA-II (``NSGAIISampler``, Deb et al., 2002), TPE (``TPESampler``, Bergstra et al., 2011; Ozaki
 et al., 2020 for several objectives), random (``RandomSampler``; Li & Talwalkar, 2019: a strong baseline for NAS) or
 regularized evolution (:class:`~lnas.search.evolution.RegularizedEvolutionSampler`).
@@ -10,31 +11,26 @@ regularized evolution (:class:`~lnas.search.evolution.RegularizedEvolutionSample
 
 from __future__ import annotations
 
-import inspect
 import math
 import pickle
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import optuna
 from optuna.samplers import BaseSampler, RandomSampler
-from optuna.trial import FrozenTrial, Trial
+from optuna.trial import Trial
 
 from lnas.search.objectives import Objective
 from lnas.spaces.arch import Arch
 from lnas.spaces.base import SearchSpace
 
 SamplerFactory = Callable[..., BaseSampler]
-CONSTRAINTS_ATTR = "constraints"
 ARCH_ATTR = "arch"
-
-
-def trial_constraints(trial: FrozenTrial) -> Sequence[float]:
-    """A trial's constraint violations (<= 0: met), as told by :meth:`OptunaSearch.tell` (Optuna's ``constraints_func``)."""
-    return trial.user_attrs.get(CONSTRAINTS_ATTR, ())
+UNMEASURED = 1e30
+"""The violation told for a constraint whose measure could not be taken (Optuna takes no NaN or infinity there)."""
 
 
 class OptunaSearch:
-    """Propose archs with an Optuna ``sampler`` (a factory taking ``seed`` and, where it accepts one, ``constraints_func``)."""
+    """Propose archs with an Optuna ``sampler`` (a factory taking ``seed``)."""
 
     def __init__(self, sampler: SamplerFactory | None = None, study_name: str = "lnas") -> None:
         self.sampler_factory = sampler or RandomSampler
@@ -42,17 +38,13 @@ class OptunaSearch:
         self.study: optuna.Study | None = None
         self.space: SearchSpace | None = None
 
-    def _sampler(self, seed: int) -> BaseSampler:
-        accepts = inspect.signature(self.sampler_factory).parameters
-        kwargs = {"seed": seed, "constraints_func": trial_constraints} if "constraints_func" in accepts else {"seed": seed}
-        return self.sampler_factory(**kwargs)
-
     def start(self, space: SearchSpace, objectives: Sequence[Objective], seed: int) -> None:
         """Open the study (once; later calls keep it, e.g. after :meth:`load_state_dict`)."""
         self.space = space
         if self.study is None:
             optuna.logging.set_verbosity(optuna.logging.WARNING)
-            self.study = optuna.create_study(directions=[o.direction for o in objectives], sampler=self._sampler(seed), study_name=self.study_name)
+            self.study = optuna.create_study(directions=[o.direction for o in objectives], sampler=self.sampler_factory(seed=seed),
+                                             study_name=self.study_name)
 
     def ask(self) -> tuple[Trial, Arch]:
         """A new trial and its arch."""
@@ -65,9 +57,10 @@ class OptunaSearch:
         """Make ``arch`` the next proposal (e.g. the space's default, so the search always scores it)."""
         self.study.enqueue_trial(dict(arch), skip_if_exists=True)
 
-    def tell(self, trial: Trial, values: Sequence[float], violations: Sequence[float]) -> None:
-        """Report a trial's objective values (NaN: a failed trial) and constraint violations."""
-        trial.set_user_attr(CONSTRAINTS_ATTR, [float(v) if math.isfinite(v) else 1e30 for v in violations])
+    def tell(self, trial: Trial, values: Sequence[float], violations: Mapping[str, float]) -> None:
+        """Report a trial's objective values (NaN: a failed trial) and its violation of each constraint (<= 0: met)."""
+        for name, violation in violations.items():
+            trial.set_constraint(name, float(violation) if math.isfinite(violation) else UNMEASURED)
         if all(math.isfinite(v) for v in values):
             self.study.tell(trial, list(values))
         else:
