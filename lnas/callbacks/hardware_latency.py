@@ -148,11 +148,14 @@ class HardwareLatency(L.Callback):
             if check is not None:
                 check(space)
 
-    def set_budgets_from_baseline(self, baseline_latency_ms: Mapping[str, float]) -> None:
-        """With ``target_speedup``: every device's budget = the baseline's latency there / the speed-up."""
+    def set_budgets_from_baseline(self, baseline_latency_ms: Mapping[str, float], devices: Sequence[str] | None = None) -> None:
+        """With ``target_speedup``: every device's budget (or only those of ``devices``) = the baseline's latency there
+        / the speed-up."""
         if self.target_speedup is None:
             return
         for target in self.targets:
+            if devices is not None and target.name not in devices:
+                continue
             latency = baseline_latency_ms.get(target.name, math.nan)
             if not math.isfinite(latency) or latency <= 0:
                 raise ValueError(f"hardware.target_speedup needs the baseline's latency on {target.name!r}, which could not be measured ({latency})")

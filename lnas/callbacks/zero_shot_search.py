@@ -243,12 +243,13 @@ class ZeroShotSearch(L.Callback):
             if self.baseline is not None:
                 models.setdefault(self.baseline[0], self.baseline[1])
             results = self.hardware.measure_side_by_side(models, input_shape)
-            if self.baseline is not None and self.hardware.target_speedup is not None:
-                self.hardware.set_budgets_from_baseline({t.name: results[self.baseline[0]].measures.get(t.measure, math.nan)
-                                                         for t in self.hardware.targets if t.measure in results[self.baseline[0]].measures})
-                self.leaderboard.constraints = self.hardware.constraints()
             if not any(result.measures for result in results.values()):
                 return  # no device measures (every latency is looked up): the values taken while scoring are final
+            if self.baseline is not None and self.hardware.target_speedup is not None:
+                baseline_ms = {t.name: results[self.baseline[0]].measures[t.measure]
+                               for t in self.hardware.targets if t.measure in results[self.baseline[0]].measures}
+                self.hardware.set_budgets_from_baseline(baseline_ms, devices=list(baseline_ms))
+                self.leaderboard.constraints = self.hardware.constraints()
             for key, result in results.items():
                 if key in self.leaderboard:
                     row = self.leaderboard.get(key)
