@@ -11,8 +11,10 @@ regularized evolution (:class:`~lnas.search.evolution.RegularizedEvolutionSample
 
 from __future__ import annotations
 
+import io
 import math
 import pickle
+import threading
 from collections.abc import Callable, Mapping, Sequence
 
 import optuna
@@ -27,6 +29,18 @@ SamplerFactory = Callable[..., BaseSampler]
 ARCH_ATTR = "arch"
 UNMEASURED = 1e30
 """The violation told for a constraint whose measure could not be taken (Optuna takes no NaN or infinity there)."""
+
+
+NEW_LOCK = {type(threading.Lock()): threading.Lock, type(threading.RLock()): threading.RLock}
+
+
+class StudyPickler(pickle.Pickler):
+    """Pickles a study whose sampler holds a thread lock (Optuna 5.1's NSGA-II does): the lock comes back as a new one."""
+
+    def reducer_override(self, obj: object):
+        if type(obj) in NEW_LOCK:
+            return NEW_LOCK[type(obj)], ()
+        return NotImplemented
 
 
 class OptunaSearch:
@@ -68,7 +82,9 @@ class OptunaSearch:
 
     def state_dict(self) -> dict:
         """The whole in-memory study, sampler state included, so a resumed search proposes what it would have."""
-        return {"study": pickle.dumps(self.study)}
+        buffer = io.BytesIO()
+        StudyPickler(buffer).dump(self.study)
+        return {"study": buffer.getvalue()}
 
     def load_state_dict(self, state: dict) -> None:
         self.study = pickle.loads(state["study"])
