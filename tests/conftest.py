@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
@@ -90,3 +91,14 @@ class MeasuringFlopsLatency(FlopsLatency):
     def measure_many(self, models, input_shapes) -> list[LatencyResult]:
         self.measured += len(models)
         return [self._result(self.measured_factor * self.estimate("", m, s).median_ms, s) for m, s in zip(models, input_shapes, strict=True)]
+
+
+@pytest.fixture(scope="session")
+def generated_data_dir(tmp_path_factory) -> Path:
+    """A data folder whose ``cifar10/cifar10_train_1000.npz`` holds random images in the shared file's layout (100 per class)."""
+    root = tmp_path_factory.mktemp("data")
+    (root / "cifar10").mkdir()
+    generator = np.random.default_rng(0)
+    np.savez(root / "cifar10" / "cifar10_train_1000.npz", x=generator.integers(0, 256, (1000, 32, 32, 3), dtype=np.uint8),
+             y=np.repeat(np.arange(10, dtype=np.int64), 100))
+    return root

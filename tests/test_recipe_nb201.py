@@ -12,7 +12,6 @@ not ship); one test checks that layout on the shared file itself.
 import csv
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,17 +56,6 @@ def test_spearman_interval_brackets_rho_and_narrows_with_more_architectures():
     assert spearman_interval([1, 2, 3, 4, 5], [5, 4, 3, 2, 1], higher_is_better=False) == (1.0, 1.0)
     with pytest.raises(ValueError, match="level must be between 0 and 1"):
         spearman_interval([1, 2, 3], [1, 2, 3], level=95)
-
-
-@pytest.fixture(scope="module")
-def generated_data_dir(tmp_path_factory) -> Path:
-    """A data folder whose ``cifar10/cifar10_train_1000.npz`` holds random images in the shared file's layout (100 per class)."""
-    root = tmp_path_factory.mktemp("data")
-    (root / "cifar10").mkdir()
-    generator = np.random.default_rng(0)
-    np.savez(root / "cifar10" / "cifar10_train_1000.npz", x=generator.integers(0, 256, (1000, 32, 32, 3), dtype=np.uint8),
-             y=np.repeat(np.arange(10, dtype=np.int64), 100))
-    return root
 
 
 def compose_recipe(*overrides: str):

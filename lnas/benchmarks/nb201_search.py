@@ -40,6 +40,7 @@ from lnas.benchmarks.nb201_proxies import (
 from lnas.io import atomic_write, atomic_write_text, data_dir, nb201_table, read_csv_rows
 from lnas.predictors.base import score_proxies
 from lnas.predictors.ensemble import ZeroShotEnsemble
+from lnas.predictors.flops import Flops
 from lnas.predictors.registry import load_proxy
 from lnas.search import Candidate, Constraint, Leaderboard, Objective, OptunaSearch
 from lnas.search.cascade import Cascade
@@ -63,8 +64,10 @@ class CellScores:
         if idx not in self.scores:
             started = time.perf_counter()
             model = build_seeded(self.space, arch, self.cfg.seed + idx).to(self.device)
-            self.scores[idx] = score_proxies(self.ensemble.proxies, model, *architecture_batch(self.cifar, self.cfg, idx, self.device),
-                                             on_error="nan")
+            traced = [p for p in self.ensemble.proxies if not isinstance(p, Flops)]
+            self.scores[idx] = score_proxies(traced, model, *architecture_batch(self.cifar, self.cfg, idx, self.device), on_error="nan")
+            if len(traced) < len(self.ensemble.proxies):  # FLOPs from the arch (as the cascade's screen counts them), not traced
+                self.scores[idx][Flops.name] = float(self.costs(self.space.parts(self.space.decode(arch), (3, 32, 32)))[1])
             self.computed += 1
             self.seconds += time.perf_counter() - started
         return self.scores[idx]
