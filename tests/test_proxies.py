@@ -342,3 +342,32 @@ def test_an_ensemble_member_that_fails_scores_nan_and_the_others_still_count(tin
     assert math.isnan(components["failing"]) and components["params"] > 0 and components["synflow"] > 0
     with pytest.raises(RuntimeError, match="cannot read"):
         score_proxies([_Failing()], tiny_nb201, batch[0])
+
+
+def test_expressivity_is_finite_when_a_feature_map_has_fewer_samples_than_channels():
+    """32x32 images through five stride-2 layers leave 1x1 maps: 4 samples of 64 channels give a singular covariance,
+    whose zero eigenvalues must not turn the entropy into NaN (which ranked every such candidate last)."""
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.BatchNorm2d(16), nn.ReLU())
+            self.blocks = nn.Sequential(*[nn.Sequential(nn.Conv2d(c, 2 * c, 3, 2, 1), nn.BatchNorm2d(2 * c), nn.ReLU()) for c in (16, 32, 64, 128)])
+
+        def forward(self, x):
+            return self.blocks(self.stem(x))
+
+    scores = score_proxies([Expressivity(batch_size=4), Trainability(batch_size=4)], Net(), torch.randn(4, 3, 32, 32))
+    assert math.isfinite(scores["expressivity"]) and scores["expressivity"] > 0 and math.isfinite(scores["trainability"])
+
+
+def test_block_wise_proxies_find_the_blocks_of_a_timm_features_only_baseline():
+    from lnas.predictors.base import feature_modules
+    from lnas.tasks import ClassificationTask
+    from lnas.tasks.baseline import timm_baseline
+
+    baseline = timm_baseline("resnet18", ClassificationTask(num_classes=10), (3, 32, 32), num_levels=3)
+    modules = feature_modules(baseline)
+    assert type(modules[0]).__name__ == "MaxPool2d" and [type(m).__name__ for m in modules[1:]] == ["BasicBlock"] * 8
+    scores = score_proxies([Expressivity(batch_size=8), Trainability(batch_size=8)], baseline, torch.randn(8, 3, 32, 32))
+    assert all(math.isfinite(value) for value in scores.values())

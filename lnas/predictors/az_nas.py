@@ -54,7 +54,9 @@ def _entropy_of_spectrum(feature: torch.Tensor) -> float:
     channels = feature.shape[1]
     flat = feature.detach().transpose(0, 1).reshape(channels, -1)
     flat = flat - flat.mean(dim=1, keepdim=True)
-    eigenvalues = torch.linalg.eigvalsh((flat @ flat.t() / flat.shape[1]).cpu())  # small matrix: faster on the CPU
+    # small matrix: faster on the CPU. With fewer samples (batch x H x W) than channels the covariance is singular and
+    # its zero eigenvalues come out slightly negative; they are zero.
+    eigenvalues = torch.linalg.eigvalsh((flat @ flat.t() / flat.shape[1]).cpu()).clamp_min(0.0)
     probabilities = eigenvalues / eigenvalues.sum()
     return float((-probabilities * torch.log(probabilities + 1e-8)).sum())
 

@@ -278,5 +278,17 @@ def feature_modules(model: nn.Module) -> list[nn.Module]:
         if isinstance(getattr(model, attribute, None), nn.Module):
             found.extend(blocks(getattr(model, attribute)))
     if len(found) < 2:
+        found = _stem_and_stage_blocks(list(model.children()), blocks)
+    if len(found) < 2:
         raise TypeError(f"{type(model).__name__} exposes no blocks: define feature_modules() or a `stem` and `cells|blocks|stages|layers`")
     return found
+
+
+def _stem_and_stage_blocks(children: list[nn.Module], blocks: Callable[[nn.Module], list[nn.Module]]) -> list[nn.Module]:
+    """A network laid out as its children in order, e.g. a timm ``features_only`` network (conv1, bn1, act1, maxpool,
+    layer1 … layer4): the last plain child before the first container is the stem, and every container's blocks follow."""
+    containers = [i for i, child in enumerate(children) if isinstance(child, nn.Sequential | nn.ModuleList)]
+    if not containers:
+        return []
+    stem = [children[containers[0] - 1]] if containers[0] > 0 else []
+    return stem + [block for i in containers for block in blocks(children[i])]
