@@ -28,7 +28,7 @@ def test_the_full_run_expects_a_median_regret_of_at_most_half_a_point_below_rand
 
 
 def test_a_small_grid_picks_within_budget_scores_each_cell_once_and_reuses_scores(tmp_path, capsys, generated_data_dir):
-    small = ("screen=30", "candidates=6", "seeds=[0,1]", "devices=[edgegpu,fpga]", "percentiles=[50]", "batch_size=16",
+    small = ("screen=20", "candidates=5", "seeds=[0]", "devices=[edgegpu,fpga]", "percentiles=[50]", "batch_size=16",
              "device=cpu", f"data_dir={generated_data_dir}")
     cfg = compose_recipe(*small)
     cfg.expected = {"median_regret": {"min": 0.0, "source": "regret is never negative"}}
@@ -44,12 +44,12 @@ def test_a_small_grid_picks_within_budget_scores_each_cell_once_and_reuses_score
         budget = entry["budget_ms"]
         assert entry["best_accuracy"] == max(accuracy[i] for i, ms in latencies[device].items() if ms <= budget)
         for prefix in ("", "random_"):
-            assert len(entry[f"{prefix}picks"]) == 2
+            assert len(entry[f"{prefix}picks"]) == 1
             for arch, regret in zip(entry[f"{prefix}picks"], entry[f"{prefix}regret"], strict=True):
                 assert latencies[device][index_of[arch]] <= budget
                 assert regret == pytest.approx(entry["best_accuracy"] - accuracy[index_of[arch]]) and regret >= 0
-    # 2 devices x 2 seeds x 2 strategies x 6 scored cells, each scored once however often the searches meet it
-    assert results["cells_computed"] == results["cells_scored"] <= 48
+    # 2 devices x 2 strategies x 5 scored cells, each scored once however often the searches meet it
+    assert results["cells_computed"] == results["cells_scored"] <= 20
     with open(tmp_path / "first" / "scores.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == results["cells_scored"] and {"flops", "synflow", "jacob_cov", "expressivity", "trainability"} <= set(rows[0])
