@@ -31,12 +31,16 @@ print(json.dumps({{"lnas": lnas.__file__, "table": str(nb201_table("nb201_latenc
 def _dependency_dirs() -> list[str]:
     """The running interpreter's import folders outside the standard library and this checkout.
 
-    All of them, not only its own site-packages: that may hold just a ``.pth`` naming another environment's, and a
+    All of them (site folders inside the standard library's folder too), not only its own site-packages:
+    that may hold just a ``.pth`` naming another environment's, and a
     ``.pth`` inside a folder that a ``.pth`` lists is not read.
     """
     stdlib = Path(sysconfig.get_paths()["stdlib"]).resolve()
     dirs = [Path(p).resolve() for p in sys.path if p and Path(p).is_dir()]
-    return [str(d) for d in dict.fromkeys(dirs) if not d.is_relative_to(REPO) and not d.is_relative_to(stdlib)]
+    def standard(d: Path) -> bool:  # the standard library, not a site folder inside it (a non-venv Python keeps it there)
+        return d.is_relative_to(stdlib) and not {"site-packages", "dist-packages"} & set(d.parts)
+
+    return [str(d) for d in dict.fromkeys(dirs) if not d.is_relative_to(REPO) and not standard(d)]
 
 
 def _run(command: list, **kwargs) -> subprocess.CompletedProcess:
