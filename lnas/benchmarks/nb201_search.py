@@ -49,6 +49,8 @@ from lnas.search.objectives import MAXIMIZE, MINIMIZE, PARAMS, SCORE, latency_me
 from lnas.spaces.nb201 import NB201Space
 from lnas.spaces.parts import PartCosts
 
+CIFAR_INPUT = (3, 32, 32)
+
 
 class CellScores:
     """Every member's score of each cell, computed once (nb201_proxies protocol) and reused by every search of the run."""
@@ -60,6 +62,10 @@ class CellScores:
         self.computed, self.seconds = 0, 0.0
         self.costs = PartCosts()
 
+    def params_and_flops(self, arch) -> tuple[int, int]:
+        """A cell network's params and FLOPs for one CIFAR-10 image, counted from the arch alone."""
+        return self.costs(self.space.parts(arch, CIFAR_INPUT))
+
     def components(self, idx: int, arch: str) -> dict[str, float]:
         if idx not in self.scores:
             started = time.perf_counter()
@@ -67,7 +73,7 @@ class CellScores:
             traced = [p for p in self.ensemble.proxies if not isinstance(p, Flops)]
             self.scores[idx] = score_proxies(traced, model, *architecture_batch(self.cifar, self.cfg, idx, self.device), on_error="nan")
             if len(traced) < len(self.ensemble.proxies):  # FLOPs from the arch (as the cascade's screen counts them), not traced
-                self.scores[idx][Flops.name] = float(self.costs(self.space.parts(self.space.decode(arch), (3, 32, 32)))[1])
+                self.scores[idx][Flops.name] = float(self.params_and_flops(self.space.decode(arch))[1])
             self.computed += 1
             self.seconds += time.perf_counter() - started
         return self.scores[idx]
@@ -115,7 +121,7 @@ def search_once(strategy: str, screen: int, device: str, budget: float, seed: in
         return Candidate(key, measures={measure: latency[idx]}, components=dict(cells.components(idx, key)))
 
     def screen_evaluate(arch, key: str) -> Candidate:
-        params, flops = cells.costs(space.parts(arch, (3, 32, 32)))
+        params, flops = cells.params_and_flops(arch)
         return Candidate(key, measures={SCORE: float(flops), PARAMS: float(params), measure: latency[index_of[key]]})
 
     if screen:
