@@ -5,6 +5,7 @@ import math
 
 import lightning as L
 import pytest
+import torch
 from conftest import FlopsLatency, MeasuringFlopsLatency
 
 from lnas.callbacks import HardwareLatency, ZeroShotSearch
@@ -12,7 +13,7 @@ from lnas.data import SyntheticClassificationDataModule
 from lnas.hardware.nb201 import table_devices
 from lnas.predictors import Params
 from lnas.search import Candidate, Constraint, Leaderboard, Objective, OptunaSearch
-from lnas.search.cascade import Cascade, finalists, promotion_order
+from lnas.search.cascade import Cascade, finalists, promotion_order, shortlist
 from lnas.spaces import MBConvSpace
 from lnas.spaces.nb201 import NB201Space
 from lnas.tasks import ClassificationTask, SupernetModule
@@ -33,6 +34,15 @@ def test_finalists_are_the_best_scored_feasible_candidates_not_yet_measured():
     for arch, score, latency in (("a", 3, 1), ("b", 2, 1), ("c", 9, 9), ("d", 1, 1), ("e", math.nan, 1)):
         board.add(Candidate(arch, {"score": score, "latency_ms.d": latency}))
     assert [r.arch for r in finalists(board, 2, set())] == ["a", "b"] and [r.arch for r in finalists(board, 2, {"a"})] == ["b", "d"]
+
+
+def test_the_finetune_shortlist_is_the_best_scored_feasible_candidates_then_the_default():
+    board = Leaderboard([UP, FAST], [Constraint("latency_ms.d", 5.0)])
+    for arch, score, latency in (("a", 3, 1), ("b", 2, 1), ("c", 9, 9), ("default", 1, 1), ("e", math.nan, 1), ("f", 0, 1)):
+        board.add(Candidate(arch, {"score": score, "latency_ms.d": latency}))
+    assert [r.arch for r in shortlist(board, 2, board.constraints, None, always=["default"])] == ["a", "b", "default"]
+    assert [r.arch for r in shortlist(board, 3, board.constraints, None, always=["default", "c"])] == ["a", "b", "default"]  # c over budget
+    assert [r.arch for r in shortlist(board, 2, board.constraints, lambda r: r.arch != "a")] == ["b", "default"]
 
 
 def test_a_cascade_screens_many_from_the_arch_and_scores_the_best_few():
@@ -57,11 +67,11 @@ def test_a_cascade_screens_many_from_the_arch_and_scores_the_best_few():
     assert {r.stage for r in cascade.scored()} == {"score"} and all(math.isfinite(r.measures["screen_score"]) for r in cascade.scored())
 
 
-def _run(tmp_path, hardware: HardwareLatency, **search) -> tuple[ZeroShotSearch, SupernetModule]:
+def _run(tmp_path, hardware: HardwareLatency, search: ZeroShotSearch | None = None, **options) -> tuple[ZeroShotSearch, SupernetModule]:
     space = MBConvSpace(stages=[{"channels": c, "stride": 2, "depths": [1, 2]} for c in (8, 16, 24, 32)], stem_channels=8, widths=[0.5, 1.0],
                         resolutions=[32, 64])
     module = SupernetModule(space, ClassificationTask(3, head_width=16))
-    callback = ZeroShotSearch(Params(), output_dir=str(tmp_path), **search)
+    callback = search or ZeroShotSearch(Params(), output_dir=str(tmp_path), **options)
     data = SyntheticClassificationDataModule(image_size=64, num_train=16, num_val=4, num_test=4, batch_size=8)
     L.Trainer(max_epochs=1, callbacks=[callback, hardware], logger=False, enable_progress_bar=False, enable_model_summary=False,
               default_root_dir=str(tmp_path), num_sanity_val_steps=0, limit_val_batches=0).fit(module, datamodule=data)
@@ -98,3 +108,36 @@ def test_finalists_are_measured_side_by_side_with_the_baseline_and_the_pick_uses
     assert hardware.targets[0].target_latency_ms == pytest.approx(1.2 * estimated_budget)  # the budget from the side-by-side baseline
     pick = callback.picks["d"]
     assert pick.stage == "measure" and pick.measures["latency_ms.d"] <= hardware.targets[0].target_latency_ms
+
+
+def test_finetune_trains_the_shortlist_briefly_and_the_pick_is_the_best_on_the_validation_metric(tmp_path, monkeypatch):
+    hardware = HardwareLatency({"d": {"estimator": MeasuringFlopsLatency(1.0)}})
+    calls = []
+
+    def metric(self, arch, train_batches, val_batches, steps):  # the lowest-scored of the shortlist trains best
+        key = self.space.encode(arch)
+        calls.append((key, steps, len(list(val_batches))))
+        return -search.leaderboard.get(key).score
+
+    monkeypatch.setattr(SupernetModule, "finetune_metric", metric)
+    search = ZeroShotSearch(Params(), num_candidates=8, finalists=4, finetune=3, finetune_steps=7, output_dir=str(tmp_path))
+    search, module = _run(tmp_path, hardware, search=search)
+    tuned = [r for r in search.leaderboard.candidates() if r.stage == "finetune"]
+    default = module.space.encode(module.space.default())
+    assert len(calls) == len(tuned) and 3 <= len(tuned) <= 4 and {steps for _, steps, _ in calls} == {7} and default in {r.arch for r in tuned}
+    assert all(n == 1 for *_, n in calls)  # the whole validation split (4 images, one batch)
+    assert search.picks["d"].arch == min(tuned, key=lambda r: r.score).arch
+    rows = list(csv.DictReader((tmp_path / "leaderboard.csv").open()))
+    assert rows[0]["stage"] == "finetune" and float(rows[0]["finetune_metric"]) == -search.picks["d"].score
+
+
+def test_the_finetune_metric_is_the_tasks_validation_metric_after_training_from_the_supernets_weights():
+    space = MBConvSpace(stages=[{"channels": c, "stride": 2, "depths": [1, 2]} for c in (8, 16, 24, 32)], stem_channels=8, widths=[0.5, 1.0])
+    module = SupernetModule(space, ClassificationTask(3, head_width=16))
+    data = SyntheticClassificationDataModule(image_size=32, num_train=16, num_val=8, num_test=4, batch_size=8)
+    data.setup("fit")
+    before = [p.detach().clone() for p in module.parameters()]
+    top1 = module.finetune_metric(space.default(), data.train_dataloader(), data.val_dataloader(), steps=3)
+    assert 0.0 <= top1 <= 1.0 and math.isfinite(top1)
+    assert all(torch.equal(a, b) for a, b in zip(before, module.parameters(), strict=True))  # the supernet is not touched
+    assert module.finetune_metric(space.default(), [], data.val_dataloader(), steps=3) >= 0.0  # no training data: no endless loop

@@ -1,4 +1,5 @@
-"""Every predictor with every task, end to end (``+debug=fast``, shrunk further to two candidates at 32x32)."""
+"""Every predictor with every task, end to end (``+debug=fast``, shrunk further to two candidates at 32x32, no
+finalists, and a latency of a few runs: the matrix checks that each combination works, not what it picks)."""
 
 import csv
 import math
@@ -9,13 +10,14 @@ from lnas.predictors.registry import available
 from lnas.train import train
 
 TASKS = ("classification", "detection", "segmentation")
+QUICK_LATENCY = [f"hardware.devices.cpu.estimator.{name}={value}" for name, value in (("warmup", 1), ("runs", 2), ("repeats", 1))]
 
 
 @pytest.mark.parametrize("predictor", available())
 @pytest.mark.parametrize("experiment", TASKS)
 def test_every_predictor_runs_end_to_end_with_every_task(compose_cfg, tmp_path, experiment, predictor):
     cfg = compose_cfg(f"+experiment={experiment}", "+debug=fast", f"predictor={predictor}", "search.num_candidates=2", "train_baseline=false",
-                      "data.image_size=32", "data.num_train=16", f"output_dir={tmp_path}")
+                      "data.image_size=32", "data.num_train=16", "search.finalists=0", *QUICK_LATENCY, f"output_dir={tmp_path}")
     summary = train(cfg)
     rows = list(csv.DictReader((tmp_path / "leaderboard.csv").open()))
     assert len(rows) == summary["candidates_scored"] == 2 and summary["task"] == experiment

@@ -31,10 +31,10 @@ from lnas.hardware.cost import count_flops, count_params
 from lnas.io import atomic_write_text
 from lnas.predictors.base import SCORING_ERRORS, Proxy, Supervision
 from lnas.report import write_arch_yaml, write_pareto_plot
-from lnas.search.cascade import MEASURED, SCREEN, Cascade, finalists
+from lnas.search.cascade import FINETUNED, MEASURED, SCREEN, Cascade, finalists, shortlist
 from lnas.search.leaderboard import Candidate, Leaderboard
 from lnas.search.loop import SearchLoop
-from lnas.search.objectives import EVERY_LATENCY, FLOPS, MAXIMIZE, MINIMIZE, PARAMS, SCORE, Objective
+from lnas.search.objectives import EVERY_LATENCY, FINETUNE_METRIC, FLOPS, MAXIMIZE, MINIMIZE, PARAMS, SCORE, Objective
 from lnas.search.strategies import OptunaSearch
 from lnas.spaces.arch import Arch
 
@@ -67,17 +67,26 @@ class ZeroShotSearch(L.Callback):
             them are scored (0: no screen; the strategy proposes the scored candidates itself).
         finalists: best feasible scored candidates measured again on every measuring device, side by side with the
             baseline, before the pick (0: none; the pick uses the latencies taken while scoring).
+        finetune: best feasible (measured) candidates of the trained device, plus the space's default when feasible,
+            fine-tuned for ``finetune_steps`` training steps from the supernet's weights; the pick is then the best on
+            the validation metric (0: none; the pick is the best predicted accuracy). Needs a module with
+            ``finetune_metric(arch, train_batches, val_batches, steps)`` and validation data.
+        finetune_steps: training steps of each fine-tune.
     """
 
     def __init__(self, proxy: Proxy, num_candidates: int = 50, strategy: OptunaSearch | None = None,
                  objectives: Sequence[str] = (SCORE, EVERY_LATENCY), include_default: bool = True, seed: int = 0,
-                 inherit_weights: bool = False, output_dir: str | None = None, screen: int = 0, finalists: int = 0) -> None:
+                 inherit_weights: bool = False, output_dir: str | None = None, screen: int = 0, finalists: int = 0,
+                 finetune: int = 0, finetune_steps: int = 50) -> None:
         if num_candidates < 1:
             raise ValueError(f"search.num_candidates must be >= 1, got {num_candidates}")
         if screen < 0 or finalists < 0 or (screen and screen < num_candidates):
             raise ValueError(f"search.screen must be 0 or >= num_candidates ({num_candidates}) and search.finalists >= 0; "
                              f"got screen={screen}, finalists={finalists}")
+        if finetune < 0 or finetune_steps < 1:
+            raise ValueError(f"search.finetune must be >= 0 and search.finetune_steps >= 1; got finetune={finetune}, finetune_steps={finetune_steps}")
         self.screen, self.finalists = screen, finalists
+        self.finetune, self.finetune_steps = finetune, finetune_steps
         if not objectives or objectives[0] != SCORE:
             raise ValueError(f"search.objectives must start with {SCORE!r} (the predicted accuracy), got {list(objectives)}")
         self.proxy, self.num_candidates, self.seed = proxy, num_candidates, seed
@@ -138,10 +147,15 @@ class ZeroShotSearch(L.Callback):
         if missing:
             raise TypeError(f"ZeroShotSearch needs a LightningModule with `space` and `candidate(arch, inherit, seed)`; "
                             f"{type(pl_module).__name__} lacks {missing}")
+        if self.finetune and not hasattr(pl_module, "finetune_metric"):
+            raise TypeError(f"search.finetune needs a module with finetune_metric(arch, train_batches, val_batches, steps); "
+                            f"{type(pl_module).__name__} has none: set search.finetune=0")
         hardware = [cb for cb in trainer.callbacks if isinstance(cb, HardwareLatency)]
         if len(hardware) > 1:
             raise ValueError(f"found {len(hardware)} HardwareLatency callbacks; list every device in one (HardwareLatency(devices={{...}}))")
         self.configure(pl_module.space, hardware[0] if hardware else None)
+        if self.finetune:
+            self.leaderboard.finetune_objective = Objective(FINETUNE_METRIC, MAXIMIZE if pl_module.task.higher_is_better else MINIMIZE)
 
     def add_reference(self, name: str, model: nn.Module) -> None:
         """Score ``model`` (e.g. the user's baseline) like a candidate and show it on the leaderboard; it is never picked."""
@@ -261,6 +275,23 @@ class ZeroShotSearch(L.Callback):
             if any(self.leaderboard.is_feasible(self.leaderboard.get(key)) for key in measured):
                 return
 
+    def _finetune_shortlist(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Stage 4: fine-tune the shortlist of the trained device (:func:`~lnas.search.cascade.shortlist`) and record
+        each one's validation metric as ``finetune_metric``."""
+        train_batches, val_batches = _loaders(trainer)
+        device = self.hardware.devices[0] if self.hardware is not None and self.hardware.targets else None
+        constraints = self.hardware.device_constraints(device) if device else self.leaderboard.constraints
+        measured = self.finalists and any(row.stage == MEASURED for row in self.leaderboard.candidates())
+        default = pl_module.space.encode(pl_module.space.default())
+        rows = shortlist(self.leaderboard, self.finetune, constraints, (lambda row: row.stage == MEASURED) if measured else None,
+                         always=[default] if self.include_default else [])
+        for index, row in enumerate(rows, start=1):
+            row.measures[FINETUNE_METRIC] = pl_module.finetune_metric(pl_module.space.decode(row.arch), train_batches, val_batches,
+                                                                     self.finetune_steps)
+            row.stage = FINETUNED
+            rank_zero_info(f"ZeroShotSearch fine-tuned {index}/{len(rows)} for {self.finetune_steps} steps: {row.arch} "
+                           f"{FINETUNE_METRIC}={row.measures[FINETUNE_METRIC]:.4g}")
+
     def _total_batches(self, trainer: L.Trainer) -> float:
         if trainer.max_steps and trainer.max_steps > 0:
             return float(trainer.max_steps)
@@ -281,11 +312,20 @@ class ZeroShotSearch(L.Callback):
     def pick_per_device(self) -> dict[str, Candidate]:
         """The best feasible candidate for every device (its budget and the device-independent bounds); without devices,
         the best under every constraint, keyed ``"any"``."""
+        board = self.leaderboard
+        tuned = [row for row in board.candidates() if row.stage == FINETUNED]
         if self.hardware is None or not self.hardware.targets:
-            return {"any": self.leaderboard.best()}
-        measured = self.finalists and any(row.stage == MEASURED for row in self.leaderboard.candidates())
-        only = (lambda row: row.stage == MEASURED) if measured else None  # with finalists, the pick is made on measured latency
-        return {device: self.leaderboard.best(self.hardware.device_constraints(device), only=only) for device in self.hardware.devices}
+            return {"any": board.best(only=lambda row: row.stage == FINETUNED, key=board.finetuned) if tuned else board.best()}
+        measured = self.finalists and any(row.stage in (MEASURED, FINETUNED) for row in board.candidates())
+        only = (lambda row: row.stage in (MEASURED, FINETUNED)) if measured else None  # with finalists, the pick is made on measured latency
+        picks = {}
+        for device in self.hardware.devices:
+            constraints = self.hardware.device_constraints(device)
+            if any(board.is_feasible(row, constraints) for row in tuned):  # fine-tuned: the best validation metric decides
+                picks[device] = board.best(constraints, only=lambda row: row.stage == FINETUNED, key=board.finetuned)
+            else:
+                picks[device] = board.best(constraints, only=only)
+        return picks
 
     def write_picks(self, path: Path, space) -> Path:
         """``picks.yaml``: per device its pick's arch, score, latency on that device and budget; which one is trained."""
@@ -305,6 +345,8 @@ class ZeroShotSearch(L.Callback):
             out = Path(self.output_dir or trainer.default_root_dir)
             if self.finalists and self.hardware is not None and hasattr(self, "_last_batch"):
                 self._measure_finalists(pl_module, tuple(self._last_batch[0].shape[1:]))
+            if self.finetune:
+                self._finetune_shortlist(trainer, pl_module)
             self.leaderboard.write_csv(out / "leaderboard.csv")
             try:
                 self.picks = self.pick_per_device()
@@ -339,3 +381,14 @@ class ZeroShotSearch(L.Callback):
         self._restored = state_dict or None
         if self._restored is not None and self.leaderboard is not None:
             self._apply_restored()
+
+
+def _loaders(trainer: L.Trainer) -> tuple:
+    """The training and validation data of the fit that runs the search: the datamodule's loaders, else the trainer's."""
+    datamodule = trainer.datamodule
+    if datamodule is not None:
+        return datamodule.train_dataloader(), datamodule.val_dataloader()
+    if trainer.val_dataloaders is None:
+        raise ValueError("search.finetune needs validation data: pass val_dataloaders (or a datamodule with val_dataloader) to "
+                         "Trainer.fit, or set search.finetune=0")
+    return trainer.train_dataloader, trainer.val_dataloaders

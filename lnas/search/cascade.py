@@ -8,12 +8,17 @@ finalists on the device (as nn-Meter's and Once-for-All's searches do: a cheap m
    (so every latency range the budget allows is represented), then by their cheap score, get the full predictor.
 3. *measure*: the best scored candidates that meet the constraints are measured on the device, side by side; the pick
    is made on the measured latency.
+4. *finetune* (optional): a short list of the measured candidates that meet the trained device's constraints, the
+   space's default among them, is fine-tuned for a few steps from the supernet's weights; the pick is the best on the
+   validation metric. A zero-shot score cannot tell apart candidates that train very differently; a short training
+   run from shared weights can (reduced-training proxies: EcoNAS, Zhou et al., CVPR 2020; candidates evaluated with
+   inherited supernet weights: Once-for-All, Cai et al., ICLR 2020, and BigNAS, Yu et al., ECCV 2020).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from lnas.search.leaderboard import Candidate, Leaderboard
 from lnas.search.loop import Evaluate, SearchLoop
@@ -21,8 +26,8 @@ from lnas.search.objectives import SCORE, SCREEN_SCORE, Constraint, Objective, n
 from lnas.search.strategies import OptunaSearch
 from lnas.spaces.base import SearchSpace
 
-SCREEN, SCORED, MEASURED = "screen", "score", "measure"
-STAGES = (SCREEN, SCORED, MEASURED)
+SCREEN, SCORED, MEASURED, FINETUNED = "screen", "score", "measure", "finetune"
+STAGES = (SCREEN, SCORED, MEASURED, FINETUNED)
 
 
 def promotion_order(board: Leaderboard) -> list[str]:
@@ -39,6 +44,16 @@ def finalists(board: Leaderboard, count: int, measured: set[str]) -> list[Candid
     """The ``count`` best-scored candidates that meet every constraint and were not measured yet."""
     pool = [row for row in board.feasible() if row.arch not in measured and math.isfinite(row.score)]
     return sorted(pool, key=board.objective, reverse=True)[:count]
+
+
+def shortlist(board: Leaderboard, count: int, constraints: Sequence[Constraint], only: Callable[[Candidate], bool] | None,
+              always: Sequence[str] = ()) -> list[Candidate]:
+    """The ``count`` best-scored candidates that meet ``constraints`` (among those ``only`` accepts), then the feasible
+    ones of ``always`` (e.g. the space's default) that are not among them already."""
+    pool = [row for row in board.feasible(constraints) if math.isfinite(row.score) and (only is None or only(row))]
+    chosen = sorted(pool, key=board.objective, reverse=True)[:count]
+    extra = [board.get(key) for key in always if key in board and board.is_feasible(board.get(key), constraints)]
+    return chosen + [row for row in extra if row not in chosen]
 
 
 class Cascade:

@@ -11,7 +11,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lnas.io import atomic_write_text
-from lnas.search.objectives import LATENCY, SCORE, Constraint, Objective, non_dominated_ranks, oriented_matrix
+from lnas.search.objectives import (
+    FINETUNE_METRIC,
+    LATENCY,
+    MAXIMIZE,
+    SCORE,
+    Constraint,
+    Objective,
+    non_dominated_ranks,
+    oriented_matrix,
+)
 
 
 class NoFeasibleCandidateError(RuntimeError):
@@ -57,6 +66,7 @@ class Leaderboard:
         if not objectives or objectives[0].name != SCORE:
             raise ValueError(f"the first objective must be {SCORE!r} (the predicted accuracy), got {[o.name for o in objectives]}")
         self.objectives, self.constraints, self.aggregate = list(objectives), list(constraints), aggregate
+        self.finetune_objective = Objective(FINETUNE_METRIC, MAXIMIZE)  # the cascade's fine-tune sets the task's direction
         self.rows: list[Candidate] = []
         self._index: dict[str, Candidate] = {}
 
@@ -110,6 +120,10 @@ class Leaderboard:
         """The candidate's score, oriented larger-is-better (non-finite: worst)."""
         return self.score_objective.oriented(candidate.score)
 
+    def finetuned(self, candidate: Candidate) -> float:
+        """The candidate's validation metric after the cascade's fine-tune, oriented larger-is-better (not taken: worst)."""
+        return self.finetune_objective.oriented(candidate.measures.get(FINETUNE_METRIC, math.nan))
+
     def reasons(self, candidate: Candidate, constraints: Sequence[Constraint] | None = None) -> list[str]:
         """Why ``candidate`` is infeasible under ``constraints`` (default: all): its errors and every violated constraint."""
         constraints = self.constraints if constraints is None else constraints
@@ -127,10 +141,12 @@ class Leaderboard:
         """The candidates (not references) that meet ``constraints`` (default: all)."""
         return [row for row in self.candidates() if self.is_feasible(row, constraints)]
 
-    def best(self, constraints: Sequence[Constraint] | None = None, only: Callable[[Candidate], bool] | None = None) -> Candidate:
-        """The feasible candidate with the best finite score (among those ``only`` accepts); raises
-        :class:`NoFeasibleCandidateError` if there is none."""
-        feasible = [row for row in self.feasible(constraints) if math.isfinite(row.score) and (only is None or only(row))]
+    def best(self, constraints: Sequence[Constraint] | None = None, only: Callable[[Candidate], bool] | None = None,
+             key: Callable[[Candidate], float] | None = None) -> Candidate:
+        """The feasible candidate with the best finite score, or the largest finite ``key`` (among those ``only``
+        accepts); raises :class:`NoFeasibleCandidateError` if there is none."""
+        key = key or self.objective
+        feasible = [row for row in self.feasible(constraints) if math.isfinite(key(row)) and (only is None or only(row))]
         if not feasible:
             constraints = self.constraints if constraints is None else constraints
             lowest = []
@@ -144,7 +160,7 @@ class Leaderboard:
                 f"{'; ' + ', '.join(lowest) if lowest else ''} (e.g. {' | '.join(reasons)}). Relax the constraint "
                 "(e.g. hardware.target_latency_ms or hardware.target_speedup) or shrink the space."
             )
-        return max(feasible, key=self.objective)
+        return max(feasible, key=key)
 
     def front(self) -> list[Candidate]:
         """The feasible candidates on the Pareto front of the objectives (non-dominated; every objective finite)."""
@@ -155,10 +171,11 @@ class Leaderboard:
         return [row for row, rank in zip(rows, ranks, strict=True) if rank == 0]
 
     def ranked(self) -> list[Candidate]:
-        """Rows sorted best first: feasible candidates, then infeasible ones, then references; each by stage (measured,
-        scored, screened) and score."""
-        stage = {"measure": 0, "score": 1, "screen": 2}
-        return sorted(self.rows, key=lambda r: (r.reference, not self.is_feasible(r), stage.get(r.stage, 1), -self.objective(r)))
+        """Rows sorted best first: feasible candidates, then infeasible ones, then references; each by stage (fine-tuned,
+        measured, scored, screened) and score (fine-tuned ones by their validation metric)."""
+        stage = {"finetune": -1, "measure": 0, "score": 1, "screen": 2}
+        return sorted(self.rows, key=lambda r: (r.reference, not self.is_feasible(r), stage.get(r.stage, 1),
+                                                -(self.finetuned(r) if r.stage == "finetune" else self.objective(r))))
 
     def measure_names(self) -> list[str]:
         """Every measure on the board: score, costs, then the latency of each device."""

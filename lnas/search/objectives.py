@@ -19,6 +19,8 @@ DIRECTIONS = (MAXIMIZE, MINIMIZE)
 SCORE, PARAMS, FLOPS, MEMORY = "score", "params", "flops", "memory_mb"
 SCREEN_SCORE = "screen_score"
 """The cheap predicted accuracy the cascade's screen ranks candidates by (their FLOPs)."""
+FINETUNE_METRIC = "finetune_metric"
+"""The task's primary validation metric after the cascade's short fine-tune (its direction is the task's)."""
 LATENCY = "latency_ms"
 """Prefix of the per-device latency measures: ``latency_ms.<device>``."""
 EVERY_LATENCY = "latency"

@@ -7,11 +7,12 @@ splits (logged as ``val/<metric>`` and ``test/<metric>``), AdamW by default and 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from torch import nn
 
 from lnas.spaces.arch import Arch
@@ -138,6 +139,27 @@ class SupernetModule(TaskSteps):
                     lambda: ([torch.zeros((1, *shape)) for shape in shapes], size, tuple(input_shape[1:])))
         return self.part_costs([*self.space.parts(arch, input_shape), head])
 
+    def finetune_metric(self, arch: Arch, train_batches: Iterable, val_batches: Iterable, steps: int) -> float:
+        """The primary validation metric of ``arch``'s candidate after ``steps`` training steps from the supernet's
+        weights with the run's optimizer (the cascade's *finetune* stage, :mod:`lnas.search.cascade`)."""
+        model = self.candidate(arch, inherit=True)
+        optimizer = self.optimizer_factory(model.parameters())
+        model.train()
+        with torch.enable_grad():
+            for _, batch in zip(range(steps), _repeat(train_batches), strict=False):
+                images, targets = move_data_to_device(batch, self.device)
+                loss = self.task.loss(model(images), targets, images, model)["loss"]
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        model.eval()
+        metrics = self.task.metrics().to(self.device)
+        with torch.no_grad():
+            for batch in val_batches:
+                images, targets = move_data_to_device(batch, self.device)
+                self.task.update_metrics(metrics, model(images), targets, images, model)
+        return float(self.task.compute_metrics(metrics)[self.task.primary_metric])
+
     def candidate(self, arch: Arch, inherit: bool = True, seed: int = 0) -> TaskModel:
         """A plain network for ``arch``: supernet weights copied in (``inherit``) or freshly initialised from ``seed``."""
         info = self.space.feature_info(arch)
@@ -148,3 +170,14 @@ class SupernetModule(TaskSteps):
                 torch.manual_seed(seed)
                 model = TaskModel(self.space.build(arch), self.task.head(info), arch.get("resolution"))
         return model.to(self.device)
+
+
+def _repeat(batches: Iterable) -> Iterator:
+    """``batches`` over and over (a new pass over a data loader each time); nothing if a pass gives nothing."""
+    while True:
+        given = False
+        for batch in batches:
+            given = True
+            yield batch
+        if not given:
+            return
