@@ -110,34 +110,36 @@ def test_finalists_are_measured_side_by_side_with_the_baseline_and_the_pick_uses
     assert pick.stage == "measure" and pick.measures["latency_ms.d"] <= hardware.targets[0].target_latency_ms
 
 
-def test_finetune_trains_the_shortlist_briefly_and_the_pick_is_the_best_on_the_validation_metric(tmp_path, monkeypatch):
+def test_finetune_trains_the_shortlist_briefly_and_the_pick_is_the_one_whose_loss_fell_fastest(tmp_path, monkeypatch):
     hardware = HardwareLatency({"d": {"estimator": MeasuringFlopsLatency(1.0)}})
     calls = []
 
-    def metric(self, arch, train_batches, val_batches, steps):  # the lowest-scored of the shortlist trains best
+    def loss(self, arch, train_batches, steps):  # the lowest-scored of the shortlist trains best
         key = self.space.encode(arch)
-        calls.append((key, steps, len(list(val_batches))))
-        return -search.leaderboard.get(key).score
+        calls.append((key, steps, len(list(train_batches))))
+        return search.leaderboard.get(key).score
 
-    monkeypatch.setattr(SupernetModule, "finetune_metric", metric)
+    monkeypatch.setattr(SupernetModule, "finetune_loss", loss)
     search = ZeroShotSearch(Params(), num_candidates=8, finalists=4, finetune=3, finetune_steps=7, output_dir=str(tmp_path))
     search, module = _run(tmp_path, hardware, search=search)
     tuned = [r for r in search.leaderboard.candidates() if r.stage == "finetune"]
     default = module.space.encode(module.space.default())
     assert len(calls) == len(tuned) and 3 <= len(tuned) <= 4 and {steps for _, steps, _ in calls} == {7} and default in {r.arch for r in tuned}
-    assert all(n == 1 for *_, n in calls)  # the whole validation split (4 images, one batch)
+    assert all(n == 2 for *_, n in calls)  # the training split (16 images, two batches)
     assert search.picks["d"].arch == min(tuned, key=lambda r: r.score).arch
     rows = list(csv.DictReader((tmp_path / "leaderboard.csv").open()))
-    assert rows[0]["stage"] == "finetune" and float(rows[0]["finetune_metric"]) == -search.picks["d"].score
+    assert rows[0]["stage"] == "finetune" and float(rows[0]["finetune_loss"]) == search.picks["d"].score
 
 
-def test_the_finetune_metric_is_the_tasks_validation_metric_after_training_from_the_supernets_weights():
+def test_the_finetune_loss_is_the_mean_training_loss_of_a_short_run_from_the_supernets_weights():
     space = MBConvSpace(stages=[{"channels": c, "stride": 2, "depths": [1, 2]} for c in (8, 16, 24, 32)], stem_channels=8, widths=[0.5, 1.0])
     module = SupernetModule(space, ClassificationTask(3, head_width=16))
     data = SyntheticClassificationDataModule(image_size=32, num_train=16, num_val=8, num_test=4, batch_size=8)
     data.setup("fit")
     before = [p.detach().clone() for p in module.parameters()]
-    top1 = module.finetune_metric(space.default(), data.train_dataloader(), data.val_dataloader(), steps=3)
-    assert 0.0 <= top1 <= 1.0 and math.isfinite(top1)
+    seen = []
+    batches = [(images, labels) for images, labels in data.train_dataloader()]  # two batches, repeated for the third step
+    module.task.loss = lambda outputs, targets, images, model: seen.append(len(images)) or {"loss": outputs.logsumexp(1).mean() * 0 + len(seen)}
+    assert module.finetune_loss(space.default(), batches, steps=3) == pytest.approx((1 + 2 + 3) / 3) and seen == [8, 8, 8]
     assert all(torch.equal(a, b) for a, b in zip(before, module.parameters(), strict=True))  # the supernet is not touched
-    assert module.finetune_metric(space.default(), [], data.val_dataloader(), steps=3) >= 0.0  # no training data: no endless loop
+    assert math.isnan(module.finetune_loss(space.default(), [], steps=3))  # no training data: no endless loop

@@ -34,7 +34,7 @@ from lnas.report import write_arch_yaml, write_pareto_plot
 from lnas.search.cascade import FINETUNED, MEASURED, SCREEN, Cascade, finalists, shortlist
 from lnas.search.leaderboard import Candidate, Leaderboard
 from lnas.search.loop import SearchLoop
-from lnas.search.objectives import EVERY_LATENCY, FINETUNE_METRIC, FLOPS, MAXIMIZE, MINIMIZE, PARAMS, SCORE, Objective
+from lnas.search.objectives import EVERY_LATENCY, FINETUNE_LOSS, FLOPS, MAXIMIZE, MINIMIZE, PARAMS, SCORE, Objective
 from lnas.search.strategies import OptunaSearch
 from lnas.spaces.arch import Arch
 
@@ -68,9 +68,9 @@ class ZeroShotSearch(L.Callback):
         finalists: best feasible scored candidates measured again on every measuring device, side by side with the
             baseline, before the pick (0: none; the pick uses the latencies taken while scoring).
         finetune: best feasible (measured) candidates of the trained device, plus the space's default when feasible,
-            fine-tuned for ``finetune_steps`` training steps from the supernet's weights; the pick is then the best on
-            the validation metric (0: none; the pick is the best predicted accuracy). Needs a module with
-            ``finetune_metric(arch, train_batches, val_batches, steps)`` and validation data.
+            trained for ``finetune_steps`` steps from the supernet's weights; the pick is then the one with the lowest
+            mean training loss over them (0: none; the pick is the best predicted accuracy). Needs a module with
+            ``finetune_loss(arch, train_batches, steps)``.
         finetune_steps: training steps of each fine-tune.
     """
 
@@ -147,15 +147,13 @@ class ZeroShotSearch(L.Callback):
         if missing:
             raise TypeError(f"ZeroShotSearch needs a LightningModule with `space` and `candidate(arch, inherit, seed)`; "
                             f"{type(pl_module).__name__} lacks {missing}")
-        if self.finetune and not hasattr(pl_module, "finetune_metric"):
-            raise TypeError(f"search.finetune needs a module with finetune_metric(arch, train_batches, val_batches, steps); "
+        if self.finetune and not hasattr(pl_module, "finetune_loss"):
+            raise TypeError(f"search.finetune needs a module with finetune_loss(arch, train_batches, steps); "
                             f"{type(pl_module).__name__} has none: set search.finetune=0")
         hardware = [cb for cb in trainer.callbacks if isinstance(cb, HardwareLatency)]
         if len(hardware) > 1:
             raise ValueError(f"found {len(hardware)} HardwareLatency callbacks; list every device in one (HardwareLatency(devices={{...}}))")
         self.configure(pl_module.space, hardware[0] if hardware else None)
-        if self.finetune:
-            self.leaderboard.finetune_objective = Objective(FINETUNE_METRIC, MAXIMIZE if pl_module.task.higher_is_better else MINIMIZE)
 
     def add_reference(self, name: str, model: nn.Module) -> None:
         """Score ``model`` (e.g. the user's baseline) like a candidate and show it on the leaderboard; it is never picked."""
@@ -277,8 +275,8 @@ class ZeroShotSearch(L.Callback):
 
     def _finetune_shortlist(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Stage 4: fine-tune the shortlist of the trained device (:func:`~lnas.search.cascade.shortlist`) and record
-        each one's validation metric as ``finetune_metric``."""
-        train_batches, val_batches = _loaders(trainer)
+        each one's mean training loss as ``finetune_loss``."""
+        train_batches = _training_data(trainer)
         device = self.hardware.devices[0] if self.hardware is not None and self.hardware.targets else None
         constraints = self.hardware.device_constraints(device) if device else self.leaderboard.constraints
         measured = self.finalists and any(row.stage == MEASURED for row in self.leaderboard.candidates())
@@ -286,11 +284,10 @@ class ZeroShotSearch(L.Callback):
         rows = shortlist(self.leaderboard, self.finetune, constraints, (lambda row: row.stage == MEASURED) if measured else None,
                          always=[default] if self.include_default else [])
         for index, row in enumerate(rows, start=1):
-            row.measures[FINETUNE_METRIC] = pl_module.finetune_metric(pl_module.space.decode(row.arch), train_batches, val_batches,
-                                                                     self.finetune_steps)
+            row.measures[FINETUNE_LOSS] = pl_module.finetune_loss(pl_module.space.decode(row.arch), train_batches, self.finetune_steps)
             row.stage = FINETUNED
             rank_zero_info(f"ZeroShotSearch fine-tuned {index}/{len(rows)} for {self.finetune_steps} steps: {row.arch} "
-                           f"{FINETUNE_METRIC}={row.measures[FINETUNE_METRIC]:.4g}")
+                           f"{FINETUNE_LOSS}={row.measures[FINETUNE_LOSS]:.4g}")
 
     def _total_batches(self, trainer: L.Trainer) -> float:
         if trainer.max_steps and trainer.max_steps > 0:
@@ -321,7 +318,7 @@ class ZeroShotSearch(L.Callback):
         picks = {}
         for device in self.hardware.devices:
             constraints = self.hardware.device_constraints(device)
-            if any(board.is_feasible(row, constraints) for row in tuned):  # fine-tuned: the best validation metric decides
+            if any(board.is_feasible(row, constraints) for row in tuned):  # fine-tuned: the fastest falling loss decides
                 picks[device] = board.best(constraints, only=lambda row: row.stage == FINETUNED, key=board.finetuned)
             else:
                 picks[device] = board.best(constraints, only=only)
@@ -383,12 +380,6 @@ class ZeroShotSearch(L.Callback):
             self._apply_restored()
 
 
-def _loaders(trainer: L.Trainer) -> tuple:
-    """The training and validation data of the fit that runs the search: the datamodule's loaders, else the trainer's."""
-    datamodule = trainer.datamodule
-    if datamodule is not None:
-        return datamodule.train_dataloader(), datamodule.val_dataloader()
-    if trainer.val_dataloaders is None:
-        raise ValueError("search.finetune needs validation data: pass val_dataloaders (or a datamodule with val_dataloader) to "
-                         "Trainer.fit, or set search.finetune=0")
-    return trainer.train_dataloader, trainer.val_dataloaders
+def _training_data(trainer: L.Trainer):
+    """The training data of the fit that runs the search: the datamodule's loader, else the one given to ``fit``."""
+    return trainer.datamodule.train_dataloader() if trainer.datamodule is not None else trainer.train_dataloader

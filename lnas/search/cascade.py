@@ -9,10 +9,10 @@ finalists on the device (as nn-Meter's and Once-for-All's searches do: a cheap m
 3. *measure*: the best scored candidates that meet the constraints are measured on the device, side by side; the pick
    is made on the measured latency.
 4. *finetune* (optional): a short list of the measured candidates that meet the trained device's constraints, the
-   space's default among them, is fine-tuned for a few steps from the supernet's weights; the pick is the best on the
-   validation metric. A zero-shot score cannot tell apart candidates that train very differently; a short training
-   run from shared weights can (reduced-training proxies: EcoNAS, Zhou et al., CVPR 2020; candidates evaluated with
-   inherited supernet weights: Once-for-All, Cai et al., ICLR 2020, and BigNAS, Yu et al., ECCV 2020).
+   space's default among them, is trained for a few steps from the supernet's weights; the pick is the one whose
+   training loss fell fastest (the lowest mean loss over those steps: the training speed estimate of Ru et al.,
+   "Speedy Performance Estimation for Neural Architecture Search", NeurIPS 2021). A zero-shot score cannot tell apart
+   candidates that train very differently; a short training run can.
 """
 
 from __future__ import annotations

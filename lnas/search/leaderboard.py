@@ -12,15 +12,17 @@ from pathlib import Path
 
 from lnas.io import atomic_write_text
 from lnas.search.objectives import (
-    FINETUNE_METRIC,
+    FINETUNE_LOSS,
     LATENCY,
-    MAXIMIZE,
+    MINIMIZE,
     SCORE,
     Constraint,
     Objective,
     non_dominated_ranks,
     oriented_matrix,
 )
+
+FINETUNED_OBJECTIVE = Objective(FINETUNE_LOSS, MINIMIZE)
 
 
 class NoFeasibleCandidateError(RuntimeError):
@@ -66,7 +68,6 @@ class Leaderboard:
         if not objectives or objectives[0].name != SCORE:
             raise ValueError(f"the first objective must be {SCORE!r} (the predicted accuracy), got {[o.name for o in objectives]}")
         self.objectives, self.constraints, self.aggregate = list(objectives), list(constraints), aggregate
-        self.finetune_objective = Objective(FINETUNE_METRIC, MAXIMIZE)  # the cascade's fine-tune sets the task's direction
         self.rows: list[Candidate] = []
         self._index: dict[str, Candidate] = {}
 
@@ -121,8 +122,8 @@ class Leaderboard:
         return self.score_objective.oriented(candidate.score)
 
     def finetuned(self, candidate: Candidate) -> float:
-        """The candidate's validation metric after the cascade's fine-tune, oriented larger-is-better (not taken: worst)."""
-        return self.finetune_objective.oriented(candidate.measures.get(FINETUNE_METRIC, math.nan))
+        """The candidate's fine-tune loss (``finetune_loss``), oriented larger-is-better (not taken: worst)."""
+        return FINETUNED_OBJECTIVE.oriented(candidate.measures.get(FINETUNE_LOSS, math.nan))
 
     def reasons(self, candidate: Candidate, constraints: Sequence[Constraint] | None = None) -> list[str]:
         """Why ``candidate`` is infeasible under ``constraints`` (default: all): its errors and every violated constraint."""
@@ -172,7 +173,7 @@ class Leaderboard:
 
     def ranked(self) -> list[Candidate]:
         """Rows sorted best first: feasible candidates, then infeasible ones, then references; each by stage (fine-tuned,
-        measured, scored, screened) and score (fine-tuned ones by their validation metric)."""
+        measured, scored, screened) and score (fine-tuned ones by their fine-tune loss)."""
         stage = {"finetune": -1, "measure": 0, "score": 1, "screen": 2}
         return sorted(self.rows, key=lambda r: (r.reference, not self.is_feasible(r), stage.get(r.stage, 1),
                                                 -(self.finetuned(r) if r.stage == "finetune" else self.objective(r))))

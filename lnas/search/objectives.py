@@ -19,8 +19,9 @@ DIRECTIONS = (MAXIMIZE, MINIMIZE)
 SCORE, PARAMS, FLOPS, MEMORY = "score", "params", "flops", "memory_mb"
 SCREEN_SCORE = "screen_score"
 """The cheap predicted accuracy the cascade's screen ranks candidates by (their FLOPs)."""
-FINETUNE_METRIC = "finetune_metric"
-"""The task's primary validation metric after the cascade's short fine-tune (its direction is the task's)."""
+FINETUNE_LOSS = "finetune_loss"
+"""The cascade's training speed estimate: the mean training loss over a short fine-tune (lower is better; Ru et al.,
+"Speedy Performance Estimation for Neural Architecture Search", NeurIPS 2021)."""
 LATENCY = "latency_ms"
 """Prefix of the per-device latency measures: ``latency_ms.<device>``."""
 EVERY_LATENCY = "latency"

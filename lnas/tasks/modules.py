@@ -139,12 +139,13 @@ class SupernetModule(TaskSteps):
                     lambda: ([torch.zeros((1, *shape)) for shape in shapes], size, tuple(input_shape[1:])))
         return self.part_costs([*self.space.parts(arch, input_shape), head])
 
-    def finetune_metric(self, arch: Arch, train_batches: Iterable, val_batches: Iterable, steps: int) -> float:
-        """The primary validation metric of ``arch``'s candidate after ``steps`` training steps from the supernet's
-        weights with the run's optimizer (the cascade's *finetune* stage, :mod:`lnas.search.cascade`)."""
+    def finetune_loss(self, arch: Arch, train_batches: Iterable, steps: int) -> float:
+        """The mean training loss of ``arch``'s candidate over ``steps`` training steps from the supernet's weights with
+        the run's optimizer (the cascade's *finetune* stage, :mod:`lnas.search.cascade`); NaN without training data."""
         model = self.candidate(arch, inherit=True)
         optimizer = self.optimizer_factory(model.parameters())
         model.train()
+        losses = []
         with torch.enable_grad():
             for _, batch in zip(range(steps), _repeat(train_batches), strict=False):
                 images, targets = move_data_to_device(batch, self.device)
@@ -152,13 +153,8 @@ class SupernetModule(TaskSteps):
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
-        model.eval()
-        metrics = self.task.metrics().to(self.device)
-        with torch.no_grad():
-            for batch in val_batches:
-                images, targets = move_data_to_device(batch, self.device)
-                self.task.update_metrics(metrics, model(images), targets, images, model)
-        return float(self.task.compute_metrics(metrics)[self.task.primary_metric])
+                losses.append(float(loss))
+        return sum(losses) / len(losses) if losses else math.nan
 
     def candidate(self, arch: Arch, inherit: bool = True, seed: int = 0) -> TaskModel:
         """A plain network for ``arch``: supernet weights copied in (``inherit``) or freshly initialised from ``seed``."""
