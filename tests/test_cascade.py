@@ -43,6 +43,8 @@ def test_the_finetune_shortlist_is_the_best_scored_feasible_candidates_then_the_
     assert [r.arch for r in shortlist(board, 2, board.constraints, None, always=["default"])] == ["a", "b", "default"]
     assert [r.arch for r in shortlist(board, 3, board.constraints, None, always=["default", "c"])] == ["a", "b", "default"]  # c over budget
     assert [r.arch for r in shortlist(board, 2, board.constraints, lambda r: r.arch != "a")] == ["b", "default"]
+    by_latency = lambda r: -r.measures["latency_ms.d"] - 0.1 * r.score  # noqa: E731 - a second ranking: fastest, then lowest score
+    assert [r.arch for r in shortlist(board, 3, board.constraints, None, rankings=[by_latency])] == ["a", "f", "b"]
 
 
 def test_a_cascade_screens_many_from_the_arch_and_scores_the_best_few():

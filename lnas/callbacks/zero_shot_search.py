@@ -67,7 +67,8 @@ class ZeroShotSearch(L.Callback):
             them are scored (0: no screen; the strategy proposes the scored candidates itself).
         finalists: best feasible scored candidates measured again on every measuring device, side by side with the
             baseline, before the pick (0: none; the pick uses the latencies taken while scoring).
-        finetune: best feasible (measured) candidates of the trained device, plus the space's default when feasible,
+        finetune: feasible (measured) candidates of the trained device, taken in turn from the predictor's ranking and
+            from each ensemble member's (:func:`~lnas.search.cascade.shortlist`), plus the space's default when feasible,
             trained for ``finetune_steps`` steps from the supernet's weights; the pick is then the one with the lowest
             mean training loss over them (0: none; the pick is the best predicted accuracy). Needs a module with
             ``finetune_loss(arch, train_batches, steps)``.
@@ -282,12 +283,20 @@ class ZeroShotSearch(L.Callback):
         measured = self.finalists and any(row.stage == MEASURED for row in self.leaderboard.candidates())
         default = pl_module.space.encode(pl_module.space.default())
         rows = shortlist(self.leaderboard, self.finetune, constraints, (lambda row: row.stage == MEASURED) if measured else None,
-                         always=[default] if self.include_default else [])
+                         always=[default] if self.include_default else [], rankings=self._member_rankings())
         for index, row in enumerate(rows, start=1):
             row.measures[FINETUNE_LOSS] = pl_module.finetune_loss(pl_module.space.decode(row.arch), train_batches, self.finetune_steps)
             row.stage = FINETUNED
             rank_zero_info(f"ZeroShotSearch fine-tuned {index}/{len(rows)} for {self.finetune_steps} steps: {row.arch} "
                            f"{FINETUNE_LOSS}={row.measures[FINETUNE_LOSS]:.4g}")
+
+    def _member_rankings(self) -> list:
+        """For an ensemble predictor, one ranking per member (its score, oriented larger-is-better); else none."""
+        def ranking(member: Proxy):
+            objective = Objective(member.name, MAXIMIZE if member.higher_is_better else MINIMIZE)
+            return lambda row: objective.oriented(row.components.get(member.name, math.nan))
+
+        return [ranking(member) for member in getattr(self.proxy, "proxies", [])]
 
     def _total_batches(self, trainer: L.Trainer) -> float:
         if trainer.max_steps and trainer.max_steps > 0:

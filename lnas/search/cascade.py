@@ -8,11 +8,12 @@ finalists on the device (as nn-Meter's and Once-for-All's searches do: a cheap m
    (so every latency range the budget allows is represented), then by their cheap score, get the full predictor.
 3. *measure*: the best scored candidates that meet the constraints are measured on the device, side by side; the pick
    is made on the measured latency.
-4. *finetune* (optional): a short list of the measured candidates that meet the trained device's constraints, the
-   space's default among them, is trained for a few steps from the supernet's weights; the pick is the one whose
-   training loss fell fastest (the lowest mean loss over those steps: the training speed estimate of Ru et al.,
-   "Speedy Performance Estimation for Neural Architecture Search", NeurIPS 2021). A zero-shot score cannot tell apart
-   candidates that train very differently; a short training run can.
+4. *finetune* (optional): a short list of the measured candidates that meet the trained device's constraints (the
+   best of the predictor and of each ensemble member in turn), the space's default among them, is trained for a few
+   steps from the supernet's weights; the pick is the one whose training loss fell fastest (the lowest mean loss over
+   those steps: the training speed estimate of Ru et al., "Speedy Performance Estimation for Neural Architecture
+   Search", NeurIPS 2021). A zero-shot score cannot tell apart candidates that train very differently; a short
+   training run can.
 """
 
 from __future__ import annotations
@@ -47,11 +48,21 @@ def finalists(board: Leaderboard, count: int, measured: set[str]) -> list[Candid
 
 
 def shortlist(board: Leaderboard, count: int, constraints: Sequence[Constraint], only: Callable[[Candidate], bool] | None,
-              always: Sequence[str] = ()) -> list[Candidate]:
-    """The ``count`` best-scored candidates that meet ``constraints`` (among those ``only`` accepts), then the feasible
-    ones of ``always`` (e.g. the space's default) that are not among them already."""
+              always: Sequence[str] = (), rankings: Sequence[Callable[[Candidate], float]] = ()) -> list[Candidate]:
+    """``count`` candidates that meet ``constraints`` (among those ``only`` accepts), then the feasible ones of
+    ``always`` (e.g. the space's default) that are not among them already.
+
+    The candidates are taken in turn from the score's ranking and from each of ``rankings`` (larger is better; e.g.
+    each ensemble member's), the best of each not taken yet: one predictor's bias does not fill the whole list.
+    """
     pool = [row for row in board.feasible(constraints) if math.isfinite(row.score) and (only is None or only(row))]
-    chosen = sorted(pool, key=board.objective, reverse=True)[:count]
+    orders = [sorted(pool, key=key, reverse=True) for key in (board.objective, *rankings)]
+    chosen: list[Candidate] = []
+    while len(chosen) < min(count, len(pool)):
+        for order in orders:
+            best = next((row for row in order if row not in chosen), None)
+            if best is not None and len(chosen) < count:
+                chosen.append(best)
     extra = [board.get(key) for key in always if key in board and board.is_feasible(board.get(key), constraints)]
     return chosen + [row for row in extra if row not in chosen]
 
