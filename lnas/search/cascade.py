@@ -28,7 +28,6 @@ from lnas.search.strategies import OptunaSearch
 from lnas.spaces.base import SearchSpace
 
 SCREEN, SCORED, MEASURED, FINETUNED = "screen", "score", "measure", "finetune"
-STAGES = (SCREEN, SCORED, MEASURED, FINETUNED)
 
 
 def promotion_order(board: Leaderboard) -> list[str]:
@@ -43,8 +42,7 @@ def promotion_order(board: Leaderboard) -> list[str]:
 
 def finalists(board: Leaderboard, count: int, measured: set[str]) -> list[Candidate]:
     """The ``count`` best-scored candidates that meet every constraint and were not measured yet."""
-    pool = [row for row in board.feasible() if row.arch not in measured and math.isfinite(row.score)]
-    return sorted(pool, key=board.objective, reverse=True)[:count]
+    return shortlist(board, count, board.constraints, lambda row: row.arch not in measured)
 
 
 def shortlist(board: Leaderboard, count: int, constraints: Sequence[Constraint], only: Callable[[Candidate], bool] | None,
