@@ -45,7 +45,7 @@ class Contender:
     arch: str = ""
 
 
-def _trainer(cfg: DictConfig, out: Path, phase: str, epochs: int, callbacks: list[L.Callback]) -> L.Trainer:
+def make_trainer(cfg: DictConfig, out: Path, phase: str, epochs: int, callbacks: list[L.Callback]) -> L.Trainer:
     extra: list[L.Callback] = [RichProgressBar()] if cfg.trainer.get("enable_progress_bar", True) else []
     return instantiate(cfg.trainer, max_epochs=epochs, callbacks=callbacks + extra, default_root_dir=str(out / phase),
                        logger=CSVLogger(str(out), name=phase, version=""))
@@ -58,10 +58,10 @@ def _given_arch(cfg: DictConfig, space: SearchSpace) -> Arch:
     return space.decode(text)
 
 
-def _train_and_test(cfg: DictConfig, out: Path, phase: str, model: TaskModel, task: Task, datamodule: L.LightningDataModule) -> dict:
+def train_and_test(cfg: DictConfig, out: Path, phase: str, model: TaskModel, task: Task, datamodule: L.LightningDataModule) -> dict:
     """Train ``model`` with the final recipe for ``final_epochs``; return its test metrics (keys without the ``test/`` prefix)."""
     module = FinalModule(model, task, instantiate(cfg.optimizer))
-    trainer = _trainer(cfg, out, phase, cfg.final_epochs, [])
+    trainer = make_trainer(cfg, out, phase, cfg.final_epochs, [])
     trainer.fit(module, datamodule=datamodule)
     results = trainer.test(module, datamodule=datamodule, verbose=False)[0]
     return {key.removeprefix("test/"): float(value) for key, value in results.items()}
@@ -129,7 +129,7 @@ def train(cfg: DictConfig) -> dict:
         if not baseline.arch:  # a timm model: on the leaderboard for comparison (the space default is a candidate)
             search.add_reference(baseline.name, baseline.model)
         search.set_baseline(baseline.arch or baseline.name, baseline.model)
-        _trainer(cfg, out, "warmup", cfg.warmup_epochs, [search, hardware]).fit(supernet, datamodule=datamodule)
+        make_trainer(cfg, out, "warmup", cfg.warmup_epochs, [search, hardware]).fit(supernet, datamodule=datamodule)
         arch = search.chosen
     else:
         arch = _given_arch(cfg, space)
@@ -139,9 +139,9 @@ def train(cfg: DictConfig) -> dict:
     key = space.encode(arch)
     pick = Contender("pick", key, supernet.candidate(arch, inherit=inherit, seed=cfg.seed), key)
 
-    metrics = {"pick": _train_and_test(cfg, out, "final", pick.model, task, datamodule)}
+    metrics = {"pick": train_and_test(cfg, out, "final", pick.model, task, datamodule)}
     if cfg.train_baseline:
-        metrics["baseline"] = _train_and_test(cfg, out, "baseline", baseline.model, task, datamodule)
+        metrics["baseline"] = train_and_test(cfg, out, "baseline", baseline.model, task, datamodule)
     images, _ = next(iter(datamodule.test_dataloader()))
     paths = [export_onnx(pick.model, input_shape, out / "model.onnx"), export_onnx(baseline.model, input_shape, out / "baseline.onnx")]
     onnx_diff = check_onnx_matches(pick.model, paths[0], images[:2])
