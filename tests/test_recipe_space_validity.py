@@ -4,9 +4,9 @@ import json
 import math
 
 import pytest
+from conftest import QUICK_LATENCY
 from hydra import compose, initialize_config_module
 
-from conftest import QUICK_LATENCY
 from lnas.benchmarks.space_validity import spread_over_costs, summarise
 from lnas.reproduce import run_recipe
 from lnas.spaces import MBConvSpace
