@@ -56,8 +56,8 @@ def test_a_tiny_run_trains_every_arch_and_writes_the_tau_of_every_predictor(tmp_
     with initialize_config_module("lnas.recipes", version_base="1.3"):
         cfg = compose(config_name="space_validity", overrides=[
             "tasks=[detection]", f"task_overrides.detection={json.dumps(overrides)}", "n=3", "pool=3", "epochs=1",
-            "seeds=[0,1]", "seeded=1", "recalibration_batches=1", "proxies=[synflow,naswot]",
-            "expected={detection.architectures: {value: 3, tolerance: 0}}"])
+            "seeds=[0,1]", "seeded=1", "recalibration_batches=1", "proxies=[synflow,naswot]"])
+    cfg.expected = {"detection.architectures": {"value": 3, "tolerance": 0, "source": "n=3"}}
     assert run_recipe(cfg, tmp_path) == 0
     result = json.loads((tmp_path / "results.json").read_text())["results"]["detection"]
     assert result["architectures"] == len(result["rows"]) == 3

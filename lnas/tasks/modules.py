@@ -153,7 +153,7 @@ class SupernetModule(TaskSteps):
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
-                losses.append(float(loss))
+                losses.append(loss.item())
         return sum(losses) / len(losses) if losses else math.nan
 
     def candidate(self, arch: Arch, inherit: bool = True, seed: int = 0) -> TaskModel:
