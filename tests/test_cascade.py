@@ -145,3 +145,24 @@ def test_the_finetune_loss_is_the_mean_training_loss_of_a_short_run_from_the_sup
     assert module.finetune_loss(space.default(), batches, steps=3) == pytest.approx((1 + 2 + 3) / 3) and seen == [8, 8, 8]
     assert all(torch.equal(a, b) for a, b in zip(before, module.parameters(), strict=True))  # the supernet is not touched
     assert math.isnan(module.finetune_loss(space.default(), [], steps=3))  # no training data: no endless loop
+
+
+def test_the_default_scalings_nearest_the_budget_are_scored_first_and_fine_tuned_when_feasible(tmp_path, monkeypatch):
+    monkeypatch.setattr(SupernetModule, "finetune_loss", lambda self, arch, batches, steps: 1.0)
+    space = MBConvSpace(stages=[{"channels": c, "stride": 2, "depths": [1, 2]} for c in (8, 16, 24, 32)], stem_channels=8, widths=[0.5, 1.0],
+                        resolutions=[32, 64])
+    module = SupernetModule(space, ClassificationTask(3, head_width=16))
+    hardware = HardwareLatency({"d": {"estimator": FlopsLatency(1.0)}}, target_speedup=1.5)
+    hardware.set_budgets_from_baseline({"d": module.arch_costs(space.default(), (3, 64, 64))[1] / 1e6})
+    search = ZeroShotSearch(Params(), num_candidates=8, finetune=2, finetune_steps=1, scalings=3, output_dir=str(tmp_path))
+    _run(tmp_path, hardware, search=search)
+    target = module.arch_costs(space.default(), (3, 64, 64))[1] / 1.5
+    distance = {space.encode(a): abs(math.log(module.arch_costs(a, (3, 64, 64))[1] / target)) for a in space.scalings(space.default())}
+    assert search.scaling_keys == sorted(distance, key=distance.get)[:3]
+    scored = [row.arch for row in search.leaderboard.candidates()]
+    assert scored[:4] == [space.encode(space.default()), *search.scaling_keys]  # the reference, then its scalings
+    feasible = [key for key in search.scaling_keys if search.leaderboard.is_feasible(search.leaderboard.get(key))]
+    tuned = {row.arch for row in search.leaderboard.candidates() if row.stage == "finetune"}
+    assert feasible and set(feasible) <= tuned
+    with pytest.raises(ValueError, match="search.scalings must be >= 0"):
+        ZeroShotSearch(Params(), scalings=-1)

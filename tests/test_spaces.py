@@ -9,6 +9,8 @@ from hydra.utils import instantiate
 
 from lnas.hardware import check_onnx_matches, export_onnx
 from lnas.spaces import InvalidArchError, MBConvSpace, recalibrate_batchnorm
+from lnas.spaces.nb201 import NB201Space
+from lnas.spaces.staged import SCALED_DIMENSIONS
 from lnas.tasks import DetectionTask, SupernetModule
 from lnas.tasks.detection.task import points_of
 
@@ -129,6 +131,22 @@ def test_default_is_the_middle_of_the_space(space):
     arch = space.default()
     assert arch["resolution"] == 48 and arch["stage1.width"] == 1.0 and arch["stage2.depth"] == 2
     assert arch["stage2.block1.type"] == "mbconv" and arch["stage2.block1.kernel"] == 5 and arch["stage2.block1.expand"] == 4
+
+
+def test_scalings_shrink_every_stage_and_block_alike_and_never_grow(space):
+    base = space.default()  # r48, depth 2, width 1, k5, e4 everywhere: each of the five dimensions can go one step down
+    scaled = space.scalings(base)
+    assert len({space.encode(arch) for arch in scaled}) == len(scaled) == 2**5 - 1 and base not in scaled
+    for arch in scaled:
+        space.validate(arch)
+        for dimension in SCALED_DIMENSIONS:
+            values = {value for label, value in arch.items() if label.rsplit(".", 1)[-1] == dimension}
+            base_values = {value for label, value in base.items() if label.rsplit(".", 1)[-1] == dimension}
+            assert len(values) == 1 and max(values) <= max(base_values)  # a uniform arch stays uniform, and only shrinks
+    uneven = space.decode("r48-w1k7e6k3e3-w0.5k5e3k5e6rep")
+    smallest = space.scalings(uneven)[-1]  # every dimension as far down as it goes: each label at its smallest choice
+    assert space.encode(smallest) == "r32-w0.5k3e3-w0.5k3e3"
+    assert NB201Space().scalings(NB201Space().default()) == []  # a cell of operations has no ordered dimensions
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -73,21 +73,30 @@ class ZeroShotSearch(L.Callback):
             mean training loss over them (0: none; the pick is the best predicted accuracy). Needs a module with
             ``finetune_loss(arch, train_batches, steps)``.
         finetune_steps: training steps of each fine-tune.
+        scalings: how many uniformly scaled-down versions of the space's default (:meth:`SearchSpace.scalings`) are
+            scored right after it: those whose FLOPs are closest to the default's divided by ``hardware.target_speedup``
+            (by 1 without one). Those that meet the trained device's constraints join the fine-tune shortlist, and
+            evolution mutates them: the search starts in the default's neighbourhood, near the budget (0: none). Needs a
+            module with ``arch_costs(arch, input_shape)``.
     """
 
     def __init__(self, proxy: Proxy, num_candidates: int = 50, strategy: OptunaSearch | None = None,
                  objectives: Sequence[str] = (SCORE, EVERY_LATENCY), include_default: bool = True, seed: int = 0,
                  inherit_weights: bool = False, output_dir: str | None = None, screen: int = 0, finalists: int = 0,
-                 finetune: int = 0, finetune_steps: int = 50) -> None:
+                 finetune: int = 0, finetune_steps: int = 50, scalings: int = 0) -> None:
         if num_candidates < 1:
             raise ValueError(f"search.num_candidates must be >= 1, got {num_candidates}")
         if screen < 0 or finalists < 0 or (screen and screen < num_candidates):
             raise ValueError(f"search.screen must be 0 or >= num_candidates ({num_candidates}) and search.finalists >= 0; "
                              f"got screen={screen}, finalists={finalists}")
+        if scalings < 0:
+            raise ValueError(f"search.scalings must be >= 0, got {scalings}")
         if finetune < 0 or finetune_steps < 1:
             raise ValueError(f"search.finetune must be >= 0 and search.finetune_steps >= 1; got finetune={finetune}, finetune_steps={finetune_steps}")
         self.screen, self.finalists = screen, finalists
         self.finetune, self.finetune_steps = finetune, finetune_steps
+        self.scalings = scalings
+        self.scaling_keys: list[str] | None = None  # None until chosen at the first scoring
         if not objectives or objectives[0] != SCORE:
             raise ValueError(f"search.objectives must start with {SCORE!r} (the predicted accuracy), got {list(objectives)}")
         self.proxy, self.num_candidates, self.seed = proxy, num_candidates, seed
@@ -148,6 +157,9 @@ class ZeroShotSearch(L.Callback):
         if missing:
             raise TypeError(f"ZeroShotSearch needs a LightningModule with `space` and `candidate(arch, inherit, seed)`; "
                             f"{type(pl_module).__name__} lacks {missing}")
+        if self.scalings and not hasattr(pl_module, "arch_costs"):
+            raise TypeError(f"search.scalings needs a module with arch_costs(arch, input_shape); {type(pl_module).__name__} has none: "
+                            "set search.scalings=0")
         if self.finetune and not hasattr(pl_module, "finetune_loss"):
             raise TypeError(f"search.finetune needs a module with finetune_loss(arch, train_batches, steps); "
                             f"{type(pl_module).__name__} has none: set search.finetune=0")
@@ -231,6 +243,8 @@ class ZeroShotSearch(L.Callback):
         def evaluate(arch: Arch, key: str) -> Candidate:
             return self.score_candidate(pl_module, arch, batch, trainer.global_step)
 
+        if self.scalings and self.scaling_keys is None and not self.leaderboard.candidates():
+            self._enqueue_scalings(pl_module, tuple(batch[0].shape[1:]))
         target = min(count, self.num_candidates)
         if not self.screen:
             SearchLoop(pl_module.space, self.strategy, self.leaderboard).run_until(target, evaluate, max_attempts=100 * self.num_candidates)
@@ -242,6 +256,20 @@ class ZeroShotSearch(L.Callback):
     def scored(self) -> list[Candidate]:
         """The candidates the full predictor scored (measured finalists included)."""
         return [row for row in self.leaderboard.candidates() if row.stage != SCREEN]
+
+    def _enqueue_scalings(self, pl_module: L.LightningModule, input_shape: tuple[int, ...]) -> None:
+        """Make the ``scalings`` scaled-down versions of the space's default nearest the budget in FLOPs the strategy's
+        next proposals (after the default itself)."""
+        space = pl_module.space
+        speedup = self.hardware.target_speedup if self.hardware is not None and self.hardware.target_speedup else 1.0
+        target = pl_module.arch_costs(space.default(), input_shape)[1] / speedup
+        flops = {space.encode(arch): (arch, pl_module.arch_costs(arch, input_shape)[1]) for arch in space.scalings(space.default())}
+        nearest = sorted(flops, key=lambda key: abs(math.log(flops[key][1] / target)))[:self.scalings]
+        for key in nearest:
+            self.strategy.enqueue(flops[key][0])
+        self.scaling_keys = nearest
+        rank_zero_info(f"ZeroShotSearch scores {len(nearest)} scalings of the space default first, "
+                       f"nearest {target / 1e6:.1f} MFLOPs (the default's / {speedup:g}): {nearest}")
 
     def _measure_finalists(self, pl_module: L.LightningModule, input_shape: tuple[int, ...]) -> None:
         """Stage 3: the best feasible scored candidates measured side by side with the baseline on every measuring device,
@@ -283,7 +311,7 @@ class ZeroShotSearch(L.Callback):
         measured = self.finalists and any(row.stage == MEASURED for row in self.leaderboard.candidates())
         default = pl_module.space.encode(pl_module.space.default())
         rows = shortlist(self.leaderboard, self.finetune, constraints, (lambda row: row.stage == MEASURED) if measured else None,
-                         always=[default] if self.include_default else [], rankings=self._member_rankings())
+                         always=([default] if self.include_default else []) + (self.scaling_keys or []), rankings=self._member_rankings())
         for index, row in enumerate(rows, start=1):
             row.measures[FINETUNE_LOSS] = pl_module.finetune_loss(pl_module.space.decode(row.arch), train_batches, self.finetune_steps)
             row.stage = FINETUNED
@@ -374,12 +402,14 @@ class ZeroShotSearch(L.Callback):
     def state_dict(self) -> dict:
         if self.leaderboard is None:
             return {}
-        return {"leaderboard": self.leaderboard.state_dict(), "strategy": self.strategy.state_dict(), "promotions": list(self.cascade.promotions)}
+        return {"leaderboard": self.leaderboard.state_dict(), "strategy": self.strategy.state_dict(), "promotions": list(self.cascade.promotions),
+                "scalings": self.scaling_keys}
 
     def _apply_restored(self) -> None:
         self.leaderboard.load_state_dict(self._restored["leaderboard"])
         self.strategy.load_state_dict(self._restored["strategy"])
         self.cascade.promotions = list(self._restored.get("promotions", []))
+        self.scaling_keys = self._restored.get("scalings")
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Lightning restores callbacks after ``setup``: the leaderboard and the study are replaced at once (or, before

@@ -45,6 +45,12 @@ class SearchSpace(ABC):
     def default(self) -> Arch:
         """The reference point of the space (e.g. the user's baseline)."""
 
+    def scalings(self, arch: Arch) -> list[Arch]:
+        """The cheaper versions of ``arch`` made by scaling it down uniformly (EfficientNet's compound scaling, Tan & Le,
+        ICML 2019, run downwards), ``arch`` itself excluded. A space without ordered dimensions (e.g. a cell of
+        operations) has none."""
+        return []
+
     @abstractmethod
     def validate(self, arch: Arch) -> None:
         """Raise :class:`~lnas.spaces.arch.InvalidArchError` unless ``arch`` belongs to the space."""

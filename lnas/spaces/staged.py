@@ -49,6 +49,8 @@ BLOCK_TOKENS: dict[str, str] = {
     "bottleneck": "bt{expand}",          # bt0.25
     "basic": "bs{expand}",               # bs1
 }
+SCALED_DIMENSIONS = ("resolution", "depth", "width", "kernel", "expand")
+"""The labels :meth:`StagedSpace.scalings` scales down: each has ordered choices where a smaller one costs less."""
 FIXED_KERNELS = {"conv": 1, "repvgg": 3, "bottleneck": 3, "basic": 3}
 RESIDUAL_KINDS = ("bottleneck", "basic")
 _FIELD_PATTERNS = {"kernel": r"(?P<kernel>\d+)", "expand": r"(?P<expand>\d+(?:\.\d+)?)", "se": r"(?P<se>s?)"}
@@ -270,6 +272,33 @@ class StagedSpace(SearchSpace):
             return arch[label] if label in arch and arch[label] in choices else choose(choices, generator)
 
         return self._walk(pick)[0]
+
+    def scalings(self, arch: Arch) -> list[Arch]:
+        """Every combination of steps down in the ordered dimensions (:data:`SCALED_DIMENSIONS`): ``s`` steps down in a
+        dimension move each of its labels ``s`` choices lower in that label's sorted choices (not below the smallest),
+        in every stage and block alike, so a uniform arch stays uniform. Block types and SE are kept."""
+        self.validate(arch)
+        allowed = self.allowed(arch)
+
+        def dimension(label: str) -> str:
+            name = label.rsplit(".", 1)[-1]
+            return name if name in SCALED_DIMENSIONS else ""
+
+        def lower(label: str, choices: tuple):
+            ordered = sorted(choices)
+            return ordered[max(ordered.index(arch[label]) - step_of.get(dimension(label), 0), 0)]
+
+        present = sorted({dimension(label) for label in arch} - {""}, key=SCALED_DIMENSIONS.index)
+        most = {name: max(sorted(allowed[label]).index(arch[label]) for label in arch if dimension(label) == name) for name in present}
+        seen, result = {self.encode(arch)}, []
+        for steps in itertools.product(*(range(most[name] + 1) for name in present)):
+            step_of = dict(zip(present, steps, strict=True))
+            scaled = self._walk(lower)[0]  # scaling down never adds a block, so every label is one of arch's
+            key = self.encode(scaled)
+            if key not in seen:
+                seen.add(key)
+                result.append(scaled)
+        return result
 
     def default(self) -> Arch:
         """The stages' ``default`` blocks where given; elsewhere the middle depth, kernel and expansion, the width
