@@ -147,22 +147,36 @@ def test_the_finetune_loss_is_the_mean_training_loss_of_a_short_run_from_the_sup
     assert math.isnan(module.finetune_loss(space.default(), [], steps=3))  # no training data: no endless loop
 
 
-def test_the_default_scalings_nearest_the_budget_are_scored_first_and_fine_tuned_when_feasible(tmp_path, monkeypatch):
-    monkeypatch.setattr(SupernetModule, "finetune_loss", lambda self, arch, batches, steps: 1.0)
+def _scaling_search(tmp_path, monkeypatch, margin: float, scaling_loss: float) -> tuple[ZeroShotSearch, SupernetModule]:
+    """A search with 3 scalings of the default; fine-tuning gives each scaling ``scaling_loss``, every other candidate 1."""
     space = MBConvSpace(stages=[{"channels": c, "stride": 2, "depths": [1, 2]} for c in (8, 16, 24, 32)], stem_channels=8, widths=[0.5, 1.0],
                         resolutions=[32, 64])
     module = SupernetModule(space, ClassificationTask(3, head_width=16))
     hardware = HardwareLatency({"d": {"estimator": FlopsLatency(1.0)}}, target_speedup=1.5)
     hardware.set_budgets_from_baseline({"d": module.arch_costs(space.default(), (3, 64, 64))[1] / 1e6})
-    search = ZeroShotSearch(Params(), num_candidates=8, finetune=2, finetune_steps=1, scalings=3, output_dir=str(tmp_path))
+    search = ZeroShotSearch(Params(), num_candidates=8, finetune=2, finetune_steps=1, scalings=3, scaling_margin=margin, output_dir=str(tmp_path))
+    monkeypatch.setattr(SupernetModule, "finetune_loss",
+                        lambda self, arch, batches, steps: scaling_loss if self.space.encode(arch) in search.scaling_keys else 1.0)
     _run(tmp_path, hardware, search=search)
+    return search, module
+
+
+def test_the_largest_default_scalings_within_the_budget_are_scored_first_and_fine_tuned_when_feasible(tmp_path, monkeypatch):
+    search, module = _scaling_search(tmp_path, monkeypatch, margin=0.0, scaling_loss=1.0)
+    space = module.space
     target = module.arch_costs(space.default(), (3, 64, 64))[1] / 1.5
-    distance = {space.encode(a): abs(math.log(module.arch_costs(a, (3, 64, 64))[1] / target)) for a in space.scalings(space.default())}
-    assert search.scaling_keys == sorted(distance, key=distance.get)[:3]
+    flops = {space.encode(a): module.arch_costs(a, (3, 64, 64))[1] for a in space.scalings(space.default())}
+    assert search.scaling_keys == sorted((key for key in flops if flops[key] <= target), key=lambda key: -flops[key])[:3]
     scored = [row.arch for row in search.leaderboard.candidates()]
     assert scored[:4] == [space.encode(space.default()), *search.scaling_keys]  # the reference, then its scalings
     feasible = [key for key in search.scaling_keys if search.leaderboard.is_feasible(search.leaderboard.get(key))]
     tuned = {row.arch for row in search.leaderboard.candidates() if row.stage == "finetune"}
-    assert feasible and set(feasible) <= tuned
-    with pytest.raises(ValueError, match="search.scalings must be >= 0"):
-        ZeroShotSearch(Params(), scalings=-1)
+    assert feasible and set(feasible) <= tuned and tuned - set(feasible)  # the shortlist holds other candidates too
+    with pytest.raises(ValueError, match="search.scaling_margin in"):
+        ZeroShotSearch(Params(), scaling_margin=1.0)
+
+
+@pytest.mark.parametrize(("margin", "scaling_loss", "picks_a_scaling"), [(0.05, 1.04, True), (0.0, 1.04, False), (0.05, 1.06, False)])
+def test_a_candidate_beats_the_best_scaling_only_by_more_than_the_margin(tmp_path, monkeypatch, margin, scaling_loss, picks_a_scaling):
+    search, _ = _scaling_search(tmp_path, monkeypatch, margin, scaling_loss)
+    assert (search.picks["d"].arch in search.scaling_keys) == picks_a_scaling

@@ -57,9 +57,11 @@ def test_a_tiny_run_trains_every_arch_and_writes_the_tau_of_every_predictor(tmp_
         cfg = compose(config_name="space_validity", overrides=[
             "tasks=[detection]", f"task_overrides.detection={json.dumps(overrides)}", "n=3", "pool=3", "epochs=1",
             "seeds=[0,1]", "seeded=1", "recalibration_batches=1", "proxies=[synflow,naswot]"])
-    cfg.expected = {"detection.architectures": {"value": 3, "tolerance": 0, "source": "n=3"}}
+    cfg.expected = {"tasks.detection.architectures": {"value": 3, "tolerance": 0, "source": "n=3"}}
     assert run_recipe(cfg, tmp_path) == 0
-    result = json.loads((tmp_path / "results.json").read_text())["results"]["detection"]
+    results = json.loads((tmp_path / "results.json").read_text())["results"]
+    result = results["tasks"]["detection"]
+    assert results["over_tasks"]["default_rank_max"] == result["default_rank"]  # one task: its own values are the worst
     assert result["architectures"] == len(result["rows"]) == 3
     assert set(result["kendall_inherit"]) == {"proxy.synflow", "proxy.naswot", "ensemble", "params", "flops", "one_shot", "finetune_loss"}
     default = [row for row in result["rows"] if row["default"]]

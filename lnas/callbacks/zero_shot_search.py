@@ -74,28 +74,32 @@ class ZeroShotSearch(L.Callback):
             ``finetune_loss(arch, train_batches, steps)``.
         finetune_steps: training steps of each fine-tune.
         scalings: how many uniformly scaled-down versions of the space's default (:meth:`SearchSpace.scalings`) are
-            scored right after it: those whose FLOPs are closest to the default's divided by ``hardware.target_speedup``
-            (by 1 without one). Those that meet the trained device's constraints join the fine-tune shortlist, and
-            evolution mutates them: the search starts in the default's neighbourhood, near the budget (0: none). Needs a
-            module with ``arch_costs(arch, input_shape)``.
+            scored right after it: the largest in FLOPs of those within the default's FLOPs divided by
+            ``hardware.target_speedup`` (by 1 without one). Those that meet the trained device's constraints join the
+            fine-tune shortlist, and evolution mutates them: the search starts in the default's neighbourhood, near the
+            budget (0: none). Needs a module with ``arch_costs(arch, input_shape)``.
+        scaling_margin: with fine-tuned scalings, another fine-tuned candidate is picked over the best of them only
+            when its fine-tune loss is lower by more than this fraction: a short fine-tune tells apart networks of one
+            family better than networks of different families (0: the lowest loss is picked).
     """
 
     def __init__(self, proxy: Proxy, num_candidates: int = 50, strategy: OptunaSearch | None = None,
                  objectives: Sequence[str] = (SCORE, EVERY_LATENCY), include_default: bool = True, seed: int = 0,
                  inherit_weights: bool = False, output_dir: str | None = None, screen: int = 0, finalists: int = 0,
-                 finetune: int = 0, finetune_steps: int = 50, scalings: int = 0) -> None:
+                 finetune: int = 0, finetune_steps: int = 50, scalings: int = 0, scaling_margin: float = 0.0) -> None:
         if num_candidates < 1:
             raise ValueError(f"search.num_candidates must be >= 1, got {num_candidates}")
         if screen < 0 or finalists < 0 or (screen and screen < num_candidates):
             raise ValueError(f"search.screen must be 0 or >= num_candidates ({num_candidates}) and search.finalists >= 0; "
                              f"got screen={screen}, finalists={finalists}")
-        if scalings < 0:
-            raise ValueError(f"search.scalings must be >= 0, got {scalings}")
+        if scalings < 0 or not 0 <= scaling_margin < 1:
+            raise ValueError(f"search.scalings must be >= 0 and search.scaling_margin in [0, 1); got scalings={scalings}, "
+                             f"scaling_margin={scaling_margin}")
         if finetune < 0 or finetune_steps < 1:
             raise ValueError(f"search.finetune must be >= 0 and search.finetune_steps >= 1; got finetune={finetune}, finetune_steps={finetune_steps}")
         self.screen, self.finalists = screen, finalists
         self.finetune, self.finetune_steps = finetune, finetune_steps
-        self.scalings = scalings
+        self.scalings, self.scaling_margin = scalings, scaling_margin
         self.scaling_keys: list[str] | None = None  # None until chosen at the first scoring
         if not objectives or objectives[0] != SCORE:
             raise ValueError(f"search.objectives must start with {SCORE!r} (the predicted accuracy), got {list(objectives)}")
@@ -258,18 +262,18 @@ class ZeroShotSearch(L.Callback):
         return [row for row in self.leaderboard.candidates() if row.stage != SCREEN]
 
     def _enqueue_scalings(self, pl_module: L.LightningModule, input_shape: tuple[int, ...]) -> None:
-        """Make the ``scalings`` scaled-down versions of the space's default nearest the budget in FLOPs the strategy's
-        next proposals (after the default itself)."""
+        """Make the ``scalings`` largest scaled-down versions of the space's default within the budget in FLOPs the
+        strategy's next proposals (after the default itself)."""
         space = pl_module.space
         speedup = self.hardware.target_speedup if self.hardware is not None and self.hardware.target_speedup else 1.0
         target = pl_module.arch_costs(space.default(), input_shape)[1] / speedup
         flops = {space.encode(arch): (arch, pl_module.arch_costs(arch, input_shape)[1]) for arch in space.scalings(space.default())}
-        nearest = sorted(flops, key=lambda key: abs(math.log(flops[key][1] / target)))[:self.scalings]
-        for key in nearest:
+        largest = sorted((key for key in flops if flops[key][1] <= target), key=lambda key: -flops[key][1])[:self.scalings]
+        for key in largest:
             self.strategy.enqueue(flops[key][0])
-        self.scaling_keys = nearest
-        rank_zero_info(f"ZeroShotSearch scores {len(nearest)} scalings of the space default first, "
-                       f"nearest {target / 1e6:.1f} MFLOPs (the default's / {speedup:g}): {nearest}")
+        self.scaling_keys = largest
+        rank_zero_info(f"ZeroShotSearch scores {len(largest)} scalings of the space default first, the largest within "
+                       f"{target / 1e6:.1f} MFLOPs (the default's / {speedup:g}): {largest}")
 
     def _measure_finalists(self, pl_module: L.LightningModule, input_shape: tuple[int, ...]) -> None:
         """Stage 3: the best feasible scored candidates measured side by side with the baseline on every measuring device,
@@ -356,10 +360,21 @@ class ZeroShotSearch(L.Callback):
         for device in self.hardware.devices:
             constraints = self.hardware.device_constraints(device)
             if any(board.is_feasible(row, constraints) for row in tuned):  # fine-tuned: the fastest falling loss decides
-                picks[device] = board.best(constraints, only=lambda row: row.stage == FINETUNED, key=board.finetuned)
+                picks[device] = self._pick_finetuned(constraints)
             else:
                 picks[device] = board.best(constraints, only=only)
         return picks
+
+    def _pick_finetuned(self, constraints) -> Candidate:
+        """The feasible fine-tuned candidate with the lowest loss, unless it is not a scaling of the default and the best
+        scaling's loss is within ``scaling_margin`` of it: then that scaling."""
+        board = self.leaderboard
+        best = board.best(constraints, only=lambda row: row.stage == FINETUNED, key=board.finetuned)
+        scalings = set(self.scaling_keys or [])
+        if best.arch in scalings or not any(board.is_feasible(board.get(key), constraints) and board.get(key).stage == FINETUNED for key in scalings):
+            return best
+        scaling = board.best(constraints, only=lambda row: row.stage == FINETUNED and row.arch in scalings, key=board.finetuned)
+        return best if best.measures[FINETUNE_LOSS] < (1 - self.scaling_margin) * scaling.measures[FINETUNE_LOSS] else scaling
 
     def write_picks(self, path: Path, space) -> Path:
         """``picks.yaml``: per device its pick's arch, score, latency on that device and budget; which one is trained."""
