@@ -152,9 +152,10 @@ def _scaling_search(tmp_path, monkeypatch, margin: float, scaling_loss: float) -
     space = MBConvSpace(stages=[{"channels": c, "stride": 2, "depths": [1, 2]} for c in (8, 16, 24, 32)], stem_channels=8, widths=[0.5, 1.0],
                         resolutions=[32, 64])
     module = SupernetModule(space, ClassificationTask(3, head_width=16))
-    hardware = HardwareLatency({"d": {"estimator": FlopsLatency(1.0)}}, target_speedup=1.5)
+    hardware = HardwareLatency({"d": {"estimator": MeasuringFlopsLatency(1.0)}}, target_speedup=1.5)
     hardware.set_budgets_from_baseline({"d": module.arch_costs(space.default(), (3, 64, 64))[1] / 1e6})
-    search = ZeroShotSearch(Params(), num_candidates=8, finetune=2, finetune_steps=1, scalings=3, scaling_margin=margin, output_dir=str(tmp_path))
+    search = ZeroShotSearch(Params(), num_candidates=8, finalists=1, finetune=2, finetune_steps=1, scalings=3, scaling_margin=margin,
+                            output_dir=str(tmp_path))
     monkeypatch.setattr(SupernetModule, "finetune_loss",
                         lambda self, arch, batches, steps: scaling_loss if self.space.encode(arch) in search.scaling_keys else 1.0)
     _run(tmp_path, hardware, search=search)
@@ -170,6 +171,7 @@ def test_the_largest_default_scalings_within_the_budget_are_scored_first_and_fin
     scored = [row.arch for row in search.leaderboard.candidates()]
     assert scored[:4] == [space.encode(space.default()), *search.scaling_keys]  # the reference, then its scalings
     feasible = [key for key in search.scaling_keys if search.leaderboard.is_feasible(search.leaderboard.get(key))]
+    assert {search.leaderboard.get(key).stage for key in search.scaling_keys} <= {"measure", "finetune"}  # measured beside the finalist
     tuned = {row.arch for row in search.leaderboard.candidates() if row.stage == "finetune"}
     assert feasible and set(feasible) <= tuned and tuned - set(feasible)  # the shortlist holds other candidates too
     with pytest.raises(ValueError, match="search.scaling_margin in"):

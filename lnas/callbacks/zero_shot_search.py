@@ -277,10 +277,15 @@ class ZeroShotSearch(L.Callback):
 
     def _measure_finalists(self, pl_module: L.LightningModule, input_shape: tuple[int, ...]) -> None:
         """Stage 3: the best feasible scored candidates measured side by side with the baseline on every measuring device,
-        ``finalists`` at a time until one meets every constraint on its measured latency (or none are left)."""
+        ``finalists`` at a time until one meets every constraint on its measured latency (or none are left). The first
+        round also measures the scored scalings of the default, whatever their latency while scoring was: they sit near
+        the budget, where the noise of a measurement taken during training decides."""
         measured: set[str] = set()
+        scalings = [self.leaderboard.get(key) for key in self.scaling_keys or [] if key in self.leaderboard]
         while True:
             chosen = finalists(self.leaderboard, self.finalists, measured)
+            chosen += [row for row in scalings if row.arch not in measured | {c.arch for c in chosen}]
+            scalings = []
             if not chosen:
                 return
             models = {row.arch: pl_module.candidate(pl_module.space.decode(row.arch), inherit=self.inherit_weights, seed=self.seed)
