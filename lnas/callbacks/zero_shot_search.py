@@ -375,7 +375,7 @@ class ZeroShotSearch(L.Callback):
         scaling's loss is within ``scaling_margin`` of it: then that scaling."""
         board = self.leaderboard
         best = board.best(constraints, only=lambda row: row.stage == FINETUNED, key=board.finetuned)
-        scalings = set(self.scaling_keys or [])
+        scalings = {key for key in self.scaling_keys or [] if key in board}  # a small search may not have scored them all
         if best.arch in scalings or not any(board.is_feasible(board.get(key), constraints) and board.get(key).stage == FINETUNED for key in scalings):
             return best
         scaling = board.best(constraints, only=lambda row: row.stage == FINETUNED and row.arch in scalings, key=board.finetuned)
