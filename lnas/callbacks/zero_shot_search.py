@@ -281,11 +281,11 @@ class ZeroShotSearch(L.Callback):
         round also measures the scored scalings of the default, whatever their latency while scoring was: they sit near
         the budget, where the noise of a measurement taken during training decides."""
         measured: set[str] = set()
-        scalings = [self.leaderboard.get(key) for key in self.scaling_keys or [] if key in self.leaderboard]
         while True:
             chosen = finalists(self.leaderboard, self.finalists, measured)
-            chosen += [row for row in scalings if row.arch not in measured | {c.arch for c in chosen}]
-            scalings = []
+            if not measured:  # the first round
+                taken = {row.arch for row in chosen}
+                chosen += [self.leaderboard.get(key) for key in self.scaling_keys or [] if key in self.leaderboard and key not in taken]
             if not chosen:
                 return
             models = {row.arch: pl_module.candidate(pl_module.space.decode(row.arch), inherit=self.inherit_weights, seed=self.seed)
@@ -375,10 +375,11 @@ class ZeroShotSearch(L.Callback):
         scaling's loss is within ``scaling_margin`` of it: then that scaling."""
         board = self.leaderboard
         best = board.best(constraints, only=lambda row: row.stage == FINETUNED, key=board.finetuned)
-        scalings = {key for key in self.scaling_keys or [] if key in board}  # a small search may not have scored them all
-        if best.arch in scalings or not any(board.is_feasible(board.get(key), constraints) and board.get(key).stage == FINETUNED for key in scalings):
+        keys = set(self.scaling_keys or [])
+        tuned = [row for row in board.feasible(constraints) if row.stage == FINETUNED and row.arch in keys and math.isfinite(board.finetuned(row))]
+        if best.arch in keys or not tuned:
             return best
-        scaling = board.best(constraints, only=lambda row: row.stage == FINETUNED and row.arch in scalings, key=board.finetuned)
+        scaling = max(tuned, key=board.finetuned)
         return best if best.measures[FINETUNE_LOSS] < (1 - self.scaling_margin) * scaling.measures[FINETUNE_LOSS] else scaling
 
     def write_picks(self, path: Path, space) -> Path:
