@@ -186,6 +186,32 @@ def test_feature_info_matches_the_outputs(space):
     assert [info.num_chs for info in space.feature_info()] == [16, 24]  # the supernet's: the widest
 
 
+@pytest.mark.parametrize("arch_seed", [0, 1])
+def test_cifar_layout_keeps_32x32_inputs_at_32_16_8_4_pixels(arch_seed, tmp_path):
+    """space=mbconv_cifar (stride-1 stem and first stage): the stage outputs of a 32x32 image, their reductions, and the
+    supernet's extracted subnet equal to the activated supernet."""
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module("lnas.conf", version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["+experiment=classification", "space=mbconv_cifar", "space.resolutions=null",
+                                                      "space.out_indices=[0,1,2,3]", f"output_dir={tmp_path}"])
+    cifar = instantiate(cfg.space)
+    arch = cifar.sample(torch.Generator().manual_seed(arch_seed))
+    supernet = _trained_supernet(cifar, torch.Generator().manual_seed(arch_seed), size=32).eval()
+    supernet.activate(arch)
+    image = torch.randn(2, 3, 32, 32)
+    features = supernet(image)
+    assert [f.shape[-1] for f in features] == [32, 16, 8, 4]
+    assert [info.reduction for info in cifar.feature_info(arch)] == [1, 2, 4, 8]
+    for expected, extracted in zip(features, supernet.extract(arch).eval()(image), strict=True):
+        torch.testing.assert_close(extracted, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_stem_stride_other_than_1_or_2_is_refused():
+    with pytest.raises(ValueError, match="stem_stride must be 1 or 2"):
+        MBConvSpace(stages=STAGES, stem_stride=4)
+
+
 def test_batchnorm_recalibration_restores_the_subnets_statistics(space):
     generator = torch.Generator().manual_seed(0)
     supernet = _trained_supernet(space, generator, steps=6).eval()

@@ -1,7 +1,7 @@
 """Recipe ``cifar10_vs_resnet18``: the product's promise on real data, "as accurate as my model, N times faster".
 
 Runs the main job (``python -m lnas.train``, in a child process, as a user would) with ``+experiment=classification
-data=cifar10 baseline=<baseline> hardware.target_speedup=<target_speedup> inherit=false``: the budget is the baseline's
+data=cifar10 space=<space> baseline=<baseline> hardware.target_speedup=<target_speedup> inherit=false``: the budget is the baseline's
 ONNX Runtime latency on this CPU (1 thread) divided by the speed-up, both networks are trained from scratch with the
 same final recipe and tested on the CIFAR-10 test set, and both are measured interleaved in one session at the end.
 ``results.json`` takes the pick's and the baseline's top-1, latency, params and FLOPs from the run's ``summary.json``.
@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 
 def train_overrides(cfg: DictConfig, run_dir: Path) -> list[str]:
     """The main job's overrides for this recipe (the recipe's ``train`` list last, so it can change any of them)."""
-    return ["+experiment=classification", "data=cifar10", f"baseline={cfg.baseline}", f"hardware.target_speedup={cfg.target_speedup}",
+    return ["+experiment=classification", "data=cifar10", f"space={cfg.space}", f"baseline={cfg.baseline}", f"hardware.target_speedup={cfg.target_speedup}",
             "inherit=false", "train_baseline=true", f"warmup_epochs={cfg.warmup_epochs}", f"final_epochs={cfg.final_epochs}",
             f"seed={cfg.seed}", "++trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}", *map(str, cfg.train)]
 

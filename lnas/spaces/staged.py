@@ -150,7 +150,8 @@ class StagedSpace(SearchSpace):
         kernels, expands, block_types, act: space-wide choices and activation of the stages.
         widths: per-stage width multipliers; se: squeeze-excite choices (``[false, true]`` makes it searchable).
         se_style: ``mobilenetv3`` or ``efficientnet`` (see :data:`SE_STYLES`).
-        stem_channels, stem_kernel, stem_pool: the fixed stem (conv stride 2 → BN → act, then a 3x3/2 max-pool if ``stem_pool``).
+        stem_channels, stem_kernel, stem_stride, stem_pool: the fixed stem (conv of stride ``stem_stride`` → BN → act,
+            then a 3x3/2 max-pool if ``stem_pool``); ``stem_stride=1`` keeps small inputs such as CIFAR's 32x32 at full size.
         out_indices: the stages whose outputs the network returns; resolutions: input resolutions to choose from.
         channel_divisor: channel counts are rounded with timm's ``make_divisible`` to multiples of this.
     """
@@ -167,6 +168,7 @@ class StagedSpace(SearchSpace):
         se_style: str = "mobilenetv3",
         stem_channels: int = 16,
         stem_kernel: int = 3,
+        stem_stride: int = 2,
         stem_pool: bool = False,
         in_channels: int = 3,
         out_indices: Sequence[int] = (1, 2, 3),
@@ -181,7 +183,10 @@ class StagedSpace(SearchSpace):
         if not self.widths or min(self.widths) <= 0:
             raise ValueError(f"widths must be positive multipliers, got {list(widths)}")
         self.se_style, self.channel_divisor = SE_STYLES[se_style], channel_divisor
+        if stem_stride not in (1, 2):
+            raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride}")
         self.stem_channels, self.stem_kernel, self.stem_pool, self.in_channels = stem_channels, stem_kernel, stem_pool, in_channels
+        self.stem_stride = stem_stride
         self.act = act
         self.stages = [self._stage(s, kernels, expands, block_types, act) for s in stages]
         self.out_indices = tuple(out_indices)
@@ -429,7 +434,7 @@ class StagedSpace(SearchSpace):
     # -- networks ----------------------------------------------------------------------------------------------
     def feature_info(self, arch: Arch | None = None) -> list[FeatureInfo]:
         """Channels and reduction of each output; without ``arch``, the supernet's (largest) channels."""
-        reduction, infos = 4 if self.stem_pool else 2, []
+        reduction, infos = self.stem_stride * (2 if self.stem_pool else 1), []
         for index, stage in enumerate(self.stages):
             reduction *= stage.stride
             if index in self.out_indices:
@@ -438,8 +443,8 @@ class StagedSpace(SearchSpace):
         return infos
 
     def stem(self) -> nn.Sequential:
-        """A freshly initialised stem: conv (stride 2) → BatchNorm → activation [→ 3x3/2 max-pool]."""
-        stem = conv_bn_act(self.in_channels, self.stem_channels, self.stem_kernel, 2, act=self.act)
+        """A freshly initialised stem: conv (stride ``stem_stride``) → BatchNorm → activation [→ 3x3/2 max-pool]."""
+        stem = conv_bn_act(self.in_channels, self.stem_channels, self.stem_kernel, self.stem_stride, act=self.act)
         if self.stem_pool:
             stem.append(nn.MaxPool2d(3, 2, 1))
         return stem
@@ -447,8 +452,8 @@ class StagedSpace(SearchSpace):
     def parts(self, arch: Arch, input_shape: tuple[int, int, int]) -> list[Part]:
         """The stem at the arch's resolution, then every block at its input shape (keyed by its config and shape)."""
         height, width = (arch["resolution"],) * 2 if self.resolutions else tuple(input_shape[1:])
-        parts = [Part(("stem", self.in_channels, height, width), self.stem, tensor_input((self.in_channels, height, width)))]
-        height, width = -(-height // 2), -(-width // 2)
+        parts = [Part(("stem", self.in_channels, self.stem_stride, height, width), self.stem, tensor_input((self.in_channels, height, width)))]
+        height, width = -(-height // self.stem_stride), -(-width // self.stem_stride)
         if self.stem_pool:
             height, width = -(-height // 2), -(-width // 2)
         for blocks in self.plan(arch):
