@@ -20,7 +20,8 @@ from omegaconf import DictConfig
 
 def train_overrides(cfg: DictConfig, run_dir: Path) -> list[str]:
     """The main job's overrides for this recipe (the recipe's ``train`` list last, so it can change any of them)."""
-    return ["+experiment=classification", "data=cifar10", f"space={cfg.space}", f"baseline={cfg.baseline}", f"hardware.target_speedup={cfg.target_speedup}",
+    return ["+experiment=classification", "data=cifar10", f"space={cfg.space}", f"baseline={cfg.baseline}",
+            f"hardware.target_speedup={cfg.target_speedup}",
             "inherit=false", "train_baseline=true", f"warmup_epochs={cfg.warmup_epochs}", f"final_epochs={cfg.final_epochs}",
             f"seed={cfg.seed}", "++trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}", *map(str, cfg.train)]
 
