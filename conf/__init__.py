@@ -11,8 +11,11 @@ from omegaconf import OmegaConf
 from lnas.io import data_dir
 
 
-def resolutions(image_size: int, fractions: list[float]) -> list[int]:
-    """``fractions`` of ``image_size``, each rounded to a multiple of 8 (at least 8), without repeats."""
+def resolutions(image_size: int | None, fractions: list[float]) -> list[int] | None:
+    """``fractions`` of ``image_size``, each rounded to a multiple of 8 (at least 8), without repeats; None without an
+    image size (the data module then reports what is missing)."""
+    if image_size is None:
+        return None
     values = [max(8, round(image_size * float(f) / 8) * 8) for f in fractions]
     return sorted(set(values))
 

@@ -108,7 +108,12 @@ def speedup(summary: dict, device: str | None = None) -> float:
 def headline(summary: dict) -> str:
     """E.g. ``3.4x faster, -0.6 pt top-1 than resnet18 on cpu`` (the first line of ``report.md``)."""
     delta = metric_delta_points(summary)
-    quality = f"{delta:+.1f} pt {summary['metric_label']}" if math.isfinite(delta) else f"{summary['metric_label']} of the baseline not measured"
+    if summary.get("data_free"):
+        quality = f"{summary['metric_label']} not measured (data-free search)"
+    elif math.isfinite(delta):
+        quality = f"{delta:+.1f} pt {summary['metric_label']}"
+    else:
+        quality = f"{summary['metric_label']} of the baseline not measured"
     ratio = speedup(summary)
     pace = f"{ratio:.1f}x faster" if ratio >= 1 else f"{1 / ratio:.1f}x slower"
     return f"{pace}, {quality} than {summary['baseline']['name']} on {summary['devices'][0]}"
@@ -126,6 +131,24 @@ def _device_table(summary: dict) -> list[str]:
     return lines
 
 
+def _training_lines(summary: dict) -> list[str]:
+    """How the two models were trained, or, for a data-free search, what it ran on and which predictor members it used."""
+    free = summary.get("data_free")
+    if free:
+        left_out = ", ".join(f"{name} ({why})" for name, why in free["left_out"].items()) or "none"
+        return [f"Data-free search (`data=characteristics`: {free['characteristics']}): the candidates were scored on Gaussian inputs "
+                "of that shape and nothing was trained or tested, so there is no metric; latencies are measured as in any run.",
+                f"Predictor members used: {', '.join(free['predictor_members'])} (they need no real data); left out: {left_out}. "
+                "The fine-tune stage was skipped (it trains on data)."]
+    trained = summary["baseline"]["trained"]
+    return [
+        "Both models were trained with the same final recipe and data, tested on the same split, and their latencies measured "
+        "with the same estimator, side by side (median ± spread of the block medians)." if trained else
+        "The baseline was not trained (`train_baseline=false`): its metrics are n/a.",
+        f"The pick {'started from the supernet weights' if summary['inherit'] else 'was trained from scratch'}.",
+    ]
+
+
 def render_report(summary: dict) -> str:
     """``report.md`` text from the run summary produced by :func:`lnas.train.train`."""
     label, first = summary["metric_label"], summary["devices"][0]
@@ -141,7 +164,7 @@ def render_report(summary: dict) -> str:
         f"# {headline(summary)}",
         "",
         f"- task: {summary['task']} (experiment `{summary['experiment']}`); primary metric {label} on the test split",
-        f"- pick (trained, the search's pick for {first}): `{summary['pick']['arch']}`",
+        f"- pick ({'not trained' if summary.get('data_free') else 'trained'}, the search's pick for {first}): `{summary['pick']['arch']}`",
         f"- baseline: {summary['baseline']['name']}",
         f"- candidates scored: {summary['candidates_scored']} ({summary['candidates_feasible']} feasible on every device) "
         f"with proxy `{summary['proxy']}`",
@@ -157,13 +180,9 @@ def render_report(summary: dict) -> str:
         name = entry["name"] if role == "baseline" else f"`{entry['arch']}`"
         lines.append(f"| {role}: {name} | {values} | {_fmt(entry['latency_ms'][first])} ± {_fmt(entry['latency_spread_ms'][first])} | "
                      f"{entry['params'] / 1e6:.3f} | {entry['flops'] / 1e6:.1f} |")
-    trained = summary["baseline"]["trained"]
     lines += [
         "",
-        "Both models were trained with the same final recipe and data, tested on the same split, and their latencies measured "
-        "with the same estimator, side by side (median ± spread of the block medians)." if trained else
-        "The baseline was not trained (`train_baseline=false`): its metrics are n/a.",
-        f"The pick {'started from the supernet weights' if summary['inherit'] else 'was trained from scratch'}.",
+        *_training_lines(summary),
         f"ONNX export checked against PyTorch: max abs difference {summary['onnx_max_abs_diff']:.2e}.",
         "",
         "Per device (the search's pick for each device is in `picks.yaml`; the trained pick and the baseline are measured on every device):",

@@ -19,12 +19,14 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from lnas.callbacks import HardwareLatency, ZeroShotSearch
 from lnas.hardware.cost import count_flops, count_params
 from lnas.hardware.export import check_onnx_matches, export_onnx
 from lnas.io import atomic_write_text
+from lnas.predictors import data_free_predictor
 from lnas.report import headline, read_arch_yaml, write_pareto_plot, write_report
 from lnas.search.leaderboard import NoFeasibleCandidateError
 from lnas.spaces.arch import Arch
@@ -104,17 +106,37 @@ def _check_before_work(cfg: DictConfig, space: SearchSpace, hardware: HardwareLa
                          "devices that measure (hardware=ort_cpu|lut_cpu|ort_cuda); with a table, the baseline is the space default (baseline=null)")
 
 
+def _data_free_setup(cfg: DictConfig, datamodule: L.LightningDataModule, task: Task, space: SearchSpace, proxy) -> dict | None:
+    """With ``data=characteristics``: check the characteristics against the task and the space, and restrict the
+    predictor to what scores without data (:func:`~lnas.predictors.data_free_predictor`); None with real data."""
+    if not getattr(datamodule, "data_free", False):
+        return None
+    if cfg.arch:
+        raise ValueError(f"data=characteristics searches without training; arch={cfg.arch} asks to train an arch: drop one of them")
+    datamodule.check_task(task.name, space.feature_info())
+    predictor, left_out = data_free_predictor(proxy)
+    log.info("data-free search on %s with %s; left out: %s", datamodule.describe(), getattr(predictor, "used", predictor.name), left_out or "none")
+    return {"predictor": predictor, "left_out": left_out}
+
+
 def train(cfg: DictConfig) -> dict:
-    """Run the whole pipeline for ``cfg``; return the summary (also written to ``summary.json``)."""
+    """Run the whole pipeline for ``cfg``; return the summary (also written to ``summary.json``), or ``{}`` on a DDP rank
+    other than 0."""
     out = Path(cfg.output_dir)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     task: Task = instantiate(cfg.task)(num_classes=datamodule.num_classes)
     space: SearchSpace = instantiate(cfg.space)
     proxy = instantiate(cfg.predictor)
+    data_free = _data_free_setup(cfg, datamodule, task, space, proxy)
+    if data_free:
+        proxy = data_free["predictor"]
     hardware: HardwareLatency = instantiate(cfg.hardware)
     searched = not cfg.arch
     search: ZeroShotSearch | None = instantiate(cfg.search, proxy=proxy, output_dir=str(out)) if searched else None
+    if data_free and search.finetune:
+        log.info("data-free search: the fine-tune stage is skipped (search.finetune=%d needs training data)", search.finetune)
+        search.finetune = 0
     _check_before_work(cfg, space, hardware, search)
     input_shape = tuple(datamodule.input_shape)
     supernet = SupernetModule(space, task, instantiate(cfg.optimizer), seed=cfg.seed)
@@ -139,9 +161,13 @@ def train(cfg: DictConfig) -> dict:
     key = space.encode(arch)
     pick = Contender("pick", key, supernet.candidate(arch, inherit=inherit, seed=cfg.seed), key)
 
-    metrics = {"pick": train_and_test(cfg, out, "final", pick.model, task, datamodule)}
-    if cfg.train_baseline:
-        metrics["baseline"] = train_and_test(cfg, out, "baseline", baseline.model, task, datamodule)
+    metrics = {}
+    if not data_free:
+        metrics["pick"] = train_and_test(cfg, out, "final", pick.model, task, datamodule)
+        if cfg.train_baseline:
+            metrics["baseline"] = train_and_test(cfg, out, "baseline", baseline.model, task, datamodule)
+    if rank_zero_only.rank != 0:  # under DDP every rank trained and tested both; rank 0 exports, measures and reports
+        return {}
     images, _ = next(iter(datamodule.test_dataloader()))
     paths = [export_onnx(pick.model, input_shape, out / "model.onnx"), export_onnx(baseline.model, input_shape, out / "baseline.onnx")]
     onnx_diff = check_onnx_matches(pick.model, paths[0], images[:2])
@@ -173,6 +199,8 @@ def train(cfg: DictConfig) -> dict:
         "hardware": f"{hardware.describe()}; input {list(input_shape)}",
         "inherit": inherit,
         "onnx_max_abs_diff": onnx_diff,
+        "data_free": {"characteristics": datamodule.describe(), "predictor_members": list(getattr(proxy, "used", [proxy.name])),
+                      "left_out": data_free["left_out"]} if data_free else None,
     }
     if search is not None:
         write_pareto_plot(search.leaderboard, out / "pareto.png", proxy.name, hardware, search.picks,
@@ -195,7 +223,8 @@ def main(cfg: DictConfig) -> None:
     except USER_ERRORS as error:
         log.error("%s: %s", type(error).__name__, error)
         sys.exit(1)
-    print(f"{headline(summary)}; report: {Path(cfg.output_dir) / 'report.md'}")
+    if summary:  # rank 0 (the other ranks of a DDP run return nothing)
+        print(f"{headline(summary)}; report: {Path(cfg.output_dir) / 'report.md'}")
 
 
 if __name__ == "__main__":

@@ -147,13 +147,15 @@ def test_the_finetune_loss_is_the_mean_training_loss_of_a_short_run_from_the_sup
     assert math.isnan(module.finetune_loss(space.default(), [], steps=3))  # no training data: no endless loop
 
 
-def _scaling_search(tmp_path, monkeypatch, margin: float, scaling_loss: float) -> tuple[ZeroShotSearch, SupernetModule]:
-    """A search with 3 scalings of the default; fine-tuning gives each scaling ``scaling_loss``, every other candidate 1."""
+def _scaling_search(tmp_path, monkeypatch, margin: float, scaling_loss: float,
+                    baseline_mflops: float | None = None) -> tuple[ZeroShotSearch, SupernetModule]:
+    """A search with 3 scalings of the default; fine-tuning gives each scaling ``scaling_loss``, every other candidate 1.
+    The baseline's latency is the default's MFLOPs (the default is the baseline) or ``baseline_mflops``; budget: / 1.5."""
     space = MBConvSpace(stages=[{"channels": c, "stride": 2, "depths": [1, 2]} for c in (8, 16, 24, 32)], stem_channels=8, widths=[0.5, 1.0],
                         resolutions=[32, 64])
     module = SupernetModule(space, ClassificationTask(3, head_width=16))
     hardware = HardwareLatency({"d": {"estimator": MeasuringFlopsLatency(1.0)}}, target_speedup=1.5)
-    hardware.set_budgets_from_baseline({"d": module.arch_costs(space.default(), (3, 64, 64))[1] / 1e6})
+    hardware.set_budgets_from_baseline({"d": baseline_mflops or module.arch_costs(space.default(), (3, 64, 64))[1] / 1e6})
     search = ZeroShotSearch(Params(), num_candidates=8, finalists=1, finetune=2, finetune_steps=1, scalings=3, scaling_margin=margin,
                             output_dir=str(tmp_path))
     monkeypatch.setattr(SupernetModule, "finetune_loss",
@@ -162,10 +164,22 @@ def _scaling_search(tmp_path, monkeypatch, margin: float, scaling_loss: float) -
     return search, module
 
 
-def test_the_largest_default_scalings_within_the_budget_are_scored_first_and_fine_tuned_when_feasible(tmp_path, monkeypatch):
-    search, module = _scaling_search(tmp_path, monkeypatch, margin=0.0, scaling_loss=1.0)
+@pytest.mark.parametrize("baseline_share", [None, 0.6])
+def test_the_largest_default_scalings_within_the_budget_are_scored_first_and_fine_tuned_when_feasible(tmp_path, monkeypatch, baseline_share):
+    """The scalings' FLOPs bound: the default's FLOPs times the budget over the default's latency, whether the baseline is
+    the default or another model (``baseline_share``: its latency as a fraction of the default's MFLOPs)."""
+    probe = SupernetModule(MBConvSpace(stages=[{"channels": c, "stride": 2, "depths": [1, 2]} for c in (8, 16, 24, 32)], stem_channels=8,
+                                       widths=[0.5, 1.0], resolutions=[32, 64]), ClassificationTask(3, head_width=16))
+    default_mflops = probe.arch_costs(probe.space.default(), (3, 64, 64))[1] / 1e6
+    search, module = _scaling_search(tmp_path, monkeypatch, margin=0.0, scaling_loss=1.0,
+                                     baseline_mflops=baseline_share and baseline_share * default_mflops)
     space = module.space
-    target = module.arch_costs(space.default(), (3, 64, 64))[1] / 1.5
+    default_row = search.leaderboard.get(space.encode(space.default()))
+    budget = search.hardware.targets[0].target_latency_ms
+    fraction = budget / default_row.measures["latency_ms.d"]
+    target = module.arch_costs(space.default(), (3, 64, 64))[1] * fraction
+    if baseline_share:
+        assert fraction < 0.5 < 1 / 1.5  # the bound follows the budget, not the default's FLOPs / target_speedup
     flops = {space.encode(a): module.arch_costs(a, (3, 64, 64))[1] for a in space.scalings(space.default())}
     assert search.scaling_keys == sorted((key for key in flops if flops[key] <= target), key=lambda key: -flops[key])[:3]
     scored = [row.arch for row in search.leaderboard.candidates()]
@@ -173,7 +187,9 @@ def test_the_largest_default_scalings_within_the_budget_are_scored_first_and_fin
     feasible = [key for key in search.scaling_keys if search.leaderboard.is_feasible(search.leaderboard.get(key))]
     assert {search.leaderboard.get(key).stage for key in search.scaling_keys} <= {"measure", "finetune"}  # measured beside the finalist
     tuned = {row.arch for row in search.leaderboard.candidates() if row.stage == "finetune"}
-    assert feasible and set(feasible) <= tuned and tuned - set(feasible)  # the shortlist holds other candidates too
+    assert feasible and set(feasible) <= tuned
+    if baseline_share is None:  # a looser budget: the shortlist holds other feasible candidates too
+        assert tuned - set(feasible)
     with pytest.raises(ValueError, match="search.scaling_margin in"):
         ZeroShotSearch(Params(), scaling_margin=1.0)
 

@@ -143,3 +143,18 @@ def test_a_budget_relative_to_the_baseline_shapes_the_pick_end_to_end(compose_cf
     report = (tmp_path / "report.md").read_text()
     assert report.splitlines()[0].startswith(f"# {baseline_ms / summary['pick']['latency_ms']['edgegpu']:.1f}x faster")
     assert "the baseline's latency / 1.5 on each device" in report and "(the baseline's" in report
+
+
+def test_the_main_entry_runs_under_two_process_ddp_with_one_switch(tmp_path):
+    """``trainer=ddp_cpu``: rank 0 searches and broadcasts the pick, both ranks train and test it, rank 0 alone writes the
+    files and prints the headline, and every rank exits 0."""
+    out = tmp_path / "ddp"
+    result = _run_cli(["+experiment=classification", "+debug=fast", "trainer=ddp_cpu", *QUICK_LATENCY, f"hydra.run.dir={out}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert all((out / name).exists() for name in RESULT_FILES)
+    assert result.stdout.count("; report: ") == 1 and f"{headline(summary)}; report: {out / 'report.md'}" in result.stdout
+    assert "sync_dist" not in result.stderr  # epoch-level metrics are reduced across ranks
+    assert summary["pick"]["trained"] and summary["baseline"]["trained"]
+    rows = list(csv.DictReader((out / "leaderboard.csv").open()))
+    assert summary["pick"]["arch"] == rows[0]["arch"] and len(rows) == summary["candidates_scored"] > 0

@@ -74,8 +74,9 @@ class ZeroShotSearch(L.Callback):
             ``finetune_loss(arch, train_batches, steps)``.
         finetune_steps: training steps of each fine-tune.
         scalings: how many uniformly scaled-down versions of the space's default (:meth:`SearchSpace.scalings`) are
-            scored right after it: the largest in FLOPs of those within the default's FLOPs divided by
-            ``hardware.target_speedup`` (by 1 without one). Those that meet the trained device's constraints join the
+            scored right after it: the largest in FLOPs of those within the default's FLOPs times the fraction of the
+            default's latency that the tightest budget allows (the default is scored first to know it; without a
+            latency, 1 / ``hardware.target_speedup``, or 1 without one). Those that meet the trained device's constraints join the
             fine-tune shortlist, and evolution mutates them: the search starts in the default's neighbourhood, near the
             budget (0: none). Needs a module with ``arch_costs(arch, input_shape)``.
         scaling_margin: with fine-tuned scalings, another fine-tuned candidate is picked over the best of them only
@@ -248,7 +249,9 @@ class ZeroShotSearch(L.Callback):
             return self.score_candidate(pl_module, arch, batch, trainer.global_step)
 
         if self.scalings and self.scaling_keys is None and not self.leaderboard.candidates():
-            self._enqueue_scalings(pl_module, tuple(batch[0].shape[1:]))
+            default = pl_module.space.default()
+            self.leaderboard.add(evaluate(default, pl_module.space.encode(default)))  # its latency sizes the scalings
+            self._enqueue_scalings(pl_module, tuple(batch[0].shape[1:]), self.leaderboard.get(pl_module.space.encode(default)))
         target = min(count, self.num_candidates)
         if not self.screen:
             SearchLoop(pl_module.space, self.strategy, self.leaderboard).run_until(target, evaluate, max_attempts=100 * self.num_candidates)
@@ -261,19 +264,28 @@ class ZeroShotSearch(L.Callback):
         """The candidates the full predictor scored (measured finalists included)."""
         return [row for row in self.leaderboard.candidates() if row.stage != SCREEN]
 
-    def _enqueue_scalings(self, pl_module: L.LightningModule, input_shape: tuple[int, ...]) -> None:
-        """Make the ``scalings`` largest scaled-down versions of the space's default within the budget in FLOPs the
-        strategy's next proposals (after the default itself)."""
-        space = pl_module.space
+    def _budget_fraction(self, default: Candidate) -> tuple[float, str]:
+        """The fraction of the default's latency that the tightest device budget allows, and how it was found."""
+        fractions = [t.target_latency_ms / default.measures[t.measure] for t in self.hardware.targets
+                     if t.target_latency_ms is not None and math.isfinite(default.measures.get(t.measure, math.nan))] if self.hardware else []
+        if fractions:
+            return min(fractions), "the tightest budget / the default's latency"
         speedup = self.hardware.target_speedup if self.hardware is not None and self.hardware.target_speedup else 1.0
-        target = pl_module.arch_costs(space.default(), input_shape)[1] / speedup
+        return 1.0 / speedup, f"1 / {speedup:g}"
+
+    def _enqueue_scalings(self, pl_module: L.LightningModule, input_shape: tuple[int, ...], default: Candidate) -> None:
+        """Make the ``scalings`` largest scaled-down versions of the space's default within the budget in FLOPs (the
+        default's FLOPs times :meth:`_budget_fraction`) the strategy's next proposals."""
+        space = pl_module.space
+        fraction, reason = self._budget_fraction(default)
+        target = pl_module.arch_costs(space.default(), input_shape)[1] * fraction
         flops = {space.encode(arch): (arch, pl_module.arch_costs(arch, input_shape)[1]) for arch in space.scalings(space.default())}
         largest = sorted((key for key in flops if flops[key][1] <= target), key=lambda key: -flops[key][1])[:self.scalings]
         for key in largest:
             self.strategy.enqueue(flops[key][0])
         self.scaling_keys = largest
         rank_zero_info(f"ZeroShotSearch scores {len(largest)} scalings of the space default first, the largest within "
-                       f"{target / 1e6:.1f} MFLOPs (the default's / {speedup:g}): {largest}")
+                       f"{target / 1e6:.1f} MFLOPs (the default's x {fraction:.3g}: {reason}): {largest}")
 
     def _measure_finalists(self, pl_module: L.LightningModule, input_shape: tuple[int, ...]) -> None:
         """Stage 3: the best feasible scored candidates measured side by side with the baseline on every measuring device,

@@ -2,7 +2,7 @@
 
 from lnas.predictors.az_nas import Expressivity, Progressivity, Trainability
 from lnas.predictors.base import Proxy, score_proxies
-from lnas.predictors.ensemble import ZeroShotEnsemble, warn_non_finite
+from lnas.predictors.ensemble import ZeroShotEnsemble, data_free_predictor, warn_non_finite
 from lnas.predictors.flops import Flops
 from lnas.predictors.gradients import Fisher, GradNorm, Grasp, JacobCov, Snip, ZiCo
 from lnas.predictors.naswot import NASWOT
@@ -12,5 +12,5 @@ from lnas.predictors.zen import ZenScore
 
 __all__ = [
     "NASWOT", "Expressivity", "Fisher", "Flops", "GradNorm", "Grasp", "JacobCov", "Params", "Progressivity", "Proxy",
-    "Snip", "SynFlow", "Trainability", "ZenScore", "ZeroShotEnsemble", "ZiCo", "score_proxies", "warn_non_finite",
+    "Snip", "SynFlow", "Trainability", "ZenScore", "ZeroShotEnsemble", "ZiCo", "data_free_predictor", "score_proxies", "warn_non_finite",
 ]

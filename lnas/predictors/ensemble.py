@@ -16,7 +16,7 @@ from scipy.stats import rankdata
 from torch import nn
 
 from lnas.predictors.base import Inputs, Proxy, score_proxies
-from lnas.predictors.registry import load_proxy
+from lnas.predictors.registry import available, load_proxy
 
 AGGREGATIONS = ("log_rank", "rank")
 
@@ -101,3 +101,27 @@ class ZeroShotEnsemble(Proxy):
 
     def __repr__(self) -> str:
         return f"ZeroShotEnsemble(used={self.used}, aggregation={self.aggregation!r})"
+
+
+def why_not_data_free(proxy: Proxy) -> str | None:
+    """Why ``proxy`` cannot score on synthetic inputs (it needs real images or labels), or None when it can."""
+    if proxy.needs_labels:
+        return "needs labels"
+    if proxy.needs_data:
+        return "needs real images"
+    return None
+
+
+def data_free_predictor(proxy: Proxy) -> tuple[Proxy, dict[str, str]]:
+    """``proxy`` restricted to what scores without data (an ensemble keeps its data-free members), and each member left
+    out with the reason. A predictor with nothing data-free is refused, naming the data-free predictors."""
+    members = proxy.proxies if isinstance(proxy, ZeroShotEnsemble) else [proxy]
+    left_out = {member.name: reason for member in members if (reason := why_not_data_free(member))}
+    kept = [member for member in members if member.name not in left_out]
+    if not kept:
+        allowed = [name for name in available() if why_not_data_free(load_proxy(name)) is None]
+        raise ValueError(f"predictor {proxy.name!r} cannot score without data ({', '.join(f'{k}: {v}' for k, v in left_out.items())}); "
+                         f"with data=characteristics use one of {allowed}")
+    if not isinstance(proxy, ZeroShotEnsemble) or not left_out:
+        return proxy, left_out
+    return ZeroShotEnsemble(kept, aggregation=proxy.aggregation), left_out

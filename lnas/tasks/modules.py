@@ -50,8 +50,10 @@ class TaskSteps(L.LightningModule):
         """The loss label-using zero-shot proxies differentiate (the search callback reads it)."""
         return self.task.proxy_loss(outputs, targets, images, model)
 
-    def training_step(self, batch, batch_index: int) -> torch.Tensor:
+    def training_step(self, batch, batch_index: int) -> torch.Tensor | None:
         images, targets = batch
+        if targets is None:  # data-free batches (data=characteristics): nothing to train, the step is skipped
+            return None
         losses = self.task.loss(self(images), targets, images, self.net)
         self.log_dict({f"train/{k}": v for k, v in losses.items() if k != "loss"}, batch_size=len(images))
         self.log("train/loss", losses["loss"], prog_bar=True, batch_size=len(images))
