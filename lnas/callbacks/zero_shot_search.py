@@ -38,6 +38,9 @@ from lnas.search.objectives import EVERY_LATENCY, FINETUNE_LOSS, FLOPS, MAXIMIZE
 from lnas.search.strategies import OptunaSearch
 from lnas.spaces.arch import Arch
 
+SCALINGS_NOTE = "scalings"
+"""The study's note that keeps the scalings chosen for the search (a continued study reads them back)."""
+
 
 def supervision(pl_module: L.LightningModule, batch, model: nn.Module) -> object:
     """What label-using proxies get: the module's ``proxy_loss(outputs, targets, images, model)`` over the batch's
@@ -82,12 +85,16 @@ class ZeroShotSearch(L.Callback):
         scaling_margin: with fine-tuned scalings, another fine-tuned candidate is picked over the best of them only
             when its fine-tune loss is lower by more than this fraction: a short fine-tune tells apart networks of one
             family better than networks of different families (0: the lowest loss is picked).
+        storage: the strategy's Optuna storage (:class:`~lnas.search.strategies.OptunaSearch`): the study, every scored
+            candidate and the chosen scalings persist there, and a run started again with it, or another process
+            given the same storage, continues the study instead of scoring those candidates again (None: in memory).
     """
 
     def __init__(self, proxy: Proxy, num_candidates: int = 50, strategy: OptunaSearch | None = None,
                  objectives: Sequence[str] = (SCORE, EVERY_LATENCY), include_default: bool = True, seed: int = 0,
                  inherit_weights: bool = False, output_dir: str | None = None, screen: int = 0, finalists: int = 0,
-                 finetune: int = 0, finetune_steps: int = 50, scalings: int = 0, scaling_margin: float = 0.0) -> None:
+                 finetune: int = 0, finetune_steps: int = 50, scalings: int = 0, scaling_margin: float = 0.0,
+                 storage: str | None = None) -> None:
         if num_candidates < 1:
             raise ValueError(f"search.num_candidates must be >= 1, got {num_candidates}")
         if screen < 0 or finalists < 0 or (screen and screen < num_candidates):
@@ -106,6 +113,8 @@ class ZeroShotSearch(L.Callback):
             raise ValueError(f"search.objectives must start with {SCORE!r} (the predicted accuracy), got {list(objectives)}")
         self.proxy, self.num_candidates, self.seed = proxy, num_candidates, seed
         self.strategy = strategy or OptunaSearch()
+        if storage:
+            self.strategy.storage = storage
         self.objective_names, self.include_default = list(objectives), include_default
         self.inherit_weights, self.output_dir = inherit_weights, output_dir
         self.hardware: HardwareLatency | None = None
@@ -154,6 +163,11 @@ class ZeroShotSearch(L.Callback):
         self.cascade = Cascade(space, self.strategy, self.leaderboard, self.include_default)
         if self._restored is not None:
             self._apply_restored()
+        if self.strategy.storage:  # a stored study: what this or another process scored into it is not scored again
+            resumed = SearchLoop(space, self.strategy, self.leaderboard).sync()
+            self.scaling_keys = self.strategy.note(SCALINGS_NOTE) or self.scaling_keys
+            rank_zero_info(f"ZeroShotSearch continues the study {self.strategy.study_name!r} in {self.strategy.storage}: "
+                           f"{resumed} candidates read back")
         if self.include_default and self._restored is None:
             self.strategy.enqueue(space.default())
 
@@ -284,6 +298,8 @@ class ZeroShotSearch(L.Callback):
         for key in largest:
             self.strategy.enqueue(flops[key][0])
         self.scaling_keys = largest
+        if self.strategy.storage:
+            self.strategy.note(SCALINGS_NOTE, largest)
         rank_zero_info(f"ZeroShotSearch scores {len(largest)} scalings of the space default first, the largest within "
                        f"{target / 1e6:.1f} MFLOPs (the default's x {fraction:.3g}: {reason}): {largest}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import asdict
 
 from lnas.search.leaderboard import Candidate, Leaderboard
 from lnas.search.strategies import OptunaSearch
@@ -22,13 +23,26 @@ class SearchLoop:
         self.space, self.strategy, self.leaderboard = space, strategy, leaderboard
 
     def tell(self, trial, row: Candidate) -> None:
-        self.strategy.tell(trial, [row.measures.get(o.name, math.nan) for o in self.leaderboard.objectives], self.leaderboard.violations(row))
+        self.strategy.tell(trial, [row.measures.get(o.name, math.nan) for o in self.leaderboard.objectives], self.leaderboard.violations(row),
+                           record=asdict(row) if self.strategy.storage else None)
+
+    def sync(self) -> int:
+        """Put the candidates that other processes scored into a shared study on the board; returns how many."""
+        added = 0
+        for record in self.strategy.stored_candidates() if self.strategy.storage else []:
+            if record["arch"] not in self.leaderboard:
+                self.leaderboard.add(Candidate(**record))
+                added += 1
+        return added
 
     def run_until(self, count: int, evaluate: Evaluate, max_attempts: int) -> int:
         """Score until ``count`` candidates (not references) are on the board or ``max_attempts`` proposals were made;
         returns how many were scored."""
         scored, attempts = 0, 0
-        while len(self.leaderboard.candidates()) < count and attempts < max_attempts:
+        while attempts < max_attempts:
+            self.sync()
+            if len(self.leaderboard.candidates()) >= count:
+                break
             attempts += 1
             trial, arch = self.strategy.ask()
             key = self.space.encode(arch)
