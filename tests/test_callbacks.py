@@ -1,7 +1,9 @@
 """The search callbacks inside a plain Lightning Trainer: the README example, shrunk, and an exact resume."""
 
 import csv
+import json
 import os
+import re
 import subprocess
 import sys
 from functools import partial
@@ -84,8 +86,23 @@ def test_search_under_two_process_ddp_agrees_on_every_rank(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     result = subprocess.run([sys.executable, str(script), str(tmp_path)], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    lines = sorted(line for line in result.stdout.splitlines() if line.startswith("rank "))
-    assert [line.split()[1] for line in lines] == ["0", "1"]
-    assert lines[0].split()[3] == lines[1].split()[3]  # both ranks received the same arch
-    assert lines[0].endswith("scored 4") and lines[1].endswith("scored 0")  # scored on rank 0 only
+    reports = sorted(re.findall(r"rank (\d) chose (\S+) scored (\d+)", result.stdout))  # the two processes' lines may interleave
+    assert [rank for rank, _, _ in reports] == ["0", "1"]
+    assert reports[0][1] == reports[1][1]  # both ranks received the same arch
+    assert [scored for _, _, scored in reports] == ["4", "0"]  # the board is kept on rank 0 only
     assert (tmp_path / "arch.yaml").exists() and len(list(csv.DictReader((tmp_path / "leaderboard.csv").open()))) == 4
+
+
+def test_two_processes_score_the_rounds_in_shares_and_match_one_process(tmp_path):
+    """Rounds of 4 proposals shared out over 2 DDP ranks give the leaderboard and pick of 1 process (same seed)."""
+    script = Path(__file__).with_name("ddp_rounds.py")
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    results = {}
+    for devices in (1, 2):
+        done = subprocess.run([sys.executable, str(script), str(tmp_path / str(devices)), str(devices)], env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        lines = re.findall(r"RESULT (\{.*\})", done.stdout)
+        assert len(lines) == 1  # printed by rank 0 only
+        results[devices] = json.loads(lines[0])
+    assert len(results[1]["board"]) == 10 and results[2]["board"] == results[1]["board"] and results[2]["pick"] == results[1]["pick"]

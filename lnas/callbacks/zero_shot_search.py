@@ -88,13 +88,16 @@ class ZeroShotSearch(L.Callback):
         storage: the strategy's Optuna storage (:class:`~lnas.search.strategies.OptunaSearch`): the study, every scored
             candidate and the chosen scalings persist there, and a run started again with it, or another process
             given the same storage, continues the study instead of scoring those candidates again (None: in memory).
+        round_size: proposals asked, scored and told together (:meth:`~lnas.search.loop.SearchLoop.run_until`); under
+            DDP every rank scores its share of a round on rank 0's batch. The proposals depend on it, not on the number
+            of processes, so one process and several pick alike.
     """
 
     def __init__(self, proxy: Proxy, num_candidates: int = 50, strategy: OptunaSearch | None = None,
                  objectives: Sequence[str] = (SCORE, EVERY_LATENCY), include_default: bool = True, seed: int = 0,
                  inherit_weights: bool = False, output_dir: str | None = None, screen: int = 0, finalists: int = 0,
                  finetune: int = 0, finetune_steps: int = 50, scalings: int = 0, scaling_margin: float = 0.0,
-                 storage: str | None = None) -> None:
+                 storage: str | None = None, round_size: int = 1) -> None:
         if num_candidates < 1:
             raise ValueError(f"search.num_candidates must be >= 1, got {num_candidates}")
         if screen < 0 or finalists < 0 or (screen and screen < num_candidates):
@@ -112,6 +115,9 @@ class ZeroShotSearch(L.Callback):
         if not objectives or objectives[0] != SCORE:
             raise ValueError(f"search.objectives must start with {SCORE!r} (the predicted accuracy), got {list(objectives)}")
         self.proxy, self.num_candidates, self.seed = proxy, num_candidates, seed
+        if round_size < 1:
+            raise ValueError(f"search.round_size must be >= 1, got {round_size}")
+        self.round_size = round_size
         self.strategy = strategy or OptunaSearch()
         if storage:
             self.strategy.storage = storage
@@ -253,8 +259,18 @@ class ZeroShotSearch(L.Callback):
         rank_zero_info(f"ZeroShotSearch screened {len(board)} candidates from the arch alone; the best {self.num_candidates} get {self.proxy.name}")
 
     def _score_until(self, count: int, trainer: L.Trainer, pl_module: L.LightningModule, batch) -> None:
+        """Score candidates until ``count`` are on the board (at most ``num_candidates``). Rank 0 runs the search; under
+        DDP it shares each round out (:meth:`_score_round`) and the other ranks score their shares until it is done."""
         if not trainer.is_global_zero:
+            self._score_shares(trainer, pl_module)
             return
+        try:
+            self._search_until(count, trainer, pl_module, batch)
+        finally:
+            if trainer.world_size > 1:
+                trainer.strategy.broadcast(None, src=0)  # no more rounds at this step
+
+    def _search_until(self, count: int, trainer: L.Trainer, pl_module: L.LightningModule, batch) -> None:
         for name in list(self.references):
             if name not in self.leaderboard:
                 self.leaderboard.add(self.evaluate(pl_module, name, self.references[name], batch, trainer.global_step, reference=True))
@@ -268,11 +284,35 @@ class ZeroShotSearch(L.Callback):
             self._enqueue_scalings(pl_module, tuple(batch[0].shape[1:]), self.leaderboard.get(pl_module.space.encode(default)))
         target = min(count, self.num_candidates)
         if not self.screen:
-            SearchLoop(pl_module.space, self.strategy, self.leaderboard).run_until(target, evaluate, max_attempts=100 * self.num_candidates)
+            rounds = (lambda items: self._score_round(trainer, pl_module, batch, [key for _, key in items])) if trainer.world_size > 1 else None
+            SearchLoop(pl_module.space, self.strategy, self.leaderboard).run_until(target, evaluate, max_attempts=100 * self.num_candidates,
+                                                                                  round_size=self.round_size, evaluate_round=rounds,
+                                                                                  limit=self.num_candidates)
             return
         if not self.cascade.promotions and not self.scored():
             self._screen(pl_module, tuple(batch[0].shape[1:]))
         self.cascade.score_until(target, evaluate)
+
+    def _score_share(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, keys: Sequence[str]) -> list[Candidate]:
+        """This rank's share of a round: every ``world_size``-th key from its rank on."""
+        mine = keys[trainer.global_rank::trainer.world_size]
+        return [self.score_candidate(pl_module, pl_module.space.decode(key), batch, trainer.global_step) for key in mine]
+
+    def _gather(self, trainer: L.Trainer, share: list[Candidate]) -> list[list[Candidate]]:
+        """Every rank's share, in rank order, through the strategy's collectives (each rank broadcasts its own)."""
+        return [trainer.strategy.broadcast(share if rank == trainer.global_rank else None, src=rank) for rank in range(trainer.world_size)]
+
+    def _score_round(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, keys: list[str]) -> list[Candidate]:
+        """Rank 0: send the round's keys and the batch to score on, score its share, gather the others'; in key order."""
+        trainer.strategy.broadcast((keys, batch), src=0)
+        rows = {row.arch: row for share in self._gather(trainer, self._score_share(trainer, pl_module, batch, keys)) for row in share}
+        return [rows[key] for key in keys]
+
+    def _score_shares(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Ranks other than 0: score their share of each round rank 0 sends, until it sends none."""
+        while (message := trainer.strategy.broadcast(None, src=0)) is not None:
+            keys, batch = message
+            self._gather(trainer, self._score_share(trainer, pl_module, batch, keys))
 
     def scored(self) -> list[Candidate]:
         """The candidates the full predictor scored (measured finalists included)."""
