@@ -195,6 +195,7 @@ def train(cfg: DictConfig) -> dict:
                          for device, row in search.picks.items()} if search else {},
         "candidates_scored": len(search.leaderboard.candidates()) if search else 0,
         "candidates_feasible": len(search.leaderboard.feasible()) if search else 0,
+        "search_stages": search.stage_report() if search else {},
         "proxy": proxy.name + (f" ({', '.join(proxy.used)})" if hasattr(proxy, "used") else ""),
         "hardware": f"{hardware.describe()}; input {list(input_shape)}",
         "inherit": inherit,

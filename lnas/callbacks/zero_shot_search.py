@@ -18,7 +18,9 @@ The LightningModule must expose ``space`` (a :class:`~lnas.spaces.SearchSpace`) 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
@@ -30,8 +32,8 @@ from lnas.callbacks.hardware_latency import HardwareLatency
 from lnas.hardware.cost import count_flops, count_params
 from lnas.io import atomic_write_text
 from lnas.predictors.base import SCORING_ERRORS, Proxy, Supervision
-from lnas.report import write_arch_yaml, write_pareto_plot
-from lnas.search.cascade import FINETUNED, MEASURED, SCREEN, Cascade, finalists, shortlist
+from lnas.report import describe_stages, write_arch_yaml, write_pareto_plot
+from lnas.search.cascade import FINETUNED, MEASURED, SCORED, SCREEN, Cascade, finalists, shortlist
 from lnas.search.leaderboard import Candidate, Leaderboard
 from lnas.search.loop import SearchLoop
 from lnas.search.objectives import EVERY_LATENCY, FINETUNE_LOSS, FLOPS, MAXIMIZE, MINIMIZE, PARAMS, SCORE, Objective
@@ -129,6 +131,8 @@ class ZeroShotSearch(L.Callback):
         self.baseline: tuple[str, nn.Module] | None = None
         self.cascade: Cascade | None = None
         self.picks: dict[str, Candidate] = {}
+        self.stage_seconds: dict[str, float] = {}  # wall time of each stage of the cascade on rank 0 (see stage_report)
+        self.measured_count = 0  # finalists measured side by side
         self.chosen: Arch | None = None
         self._restored: dict | None = None
 
@@ -280,18 +284,38 @@ class ZeroShotSearch(L.Callback):
 
         if self.scalings and self.scaling_keys is None and not self.leaderboard.candidates():
             default = pl_module.space.default()
-            self.leaderboard.add(evaluate(default, pl_module.space.encode(default)))  # its latency sizes the scalings
+            with self._timed(SCORED):
+                self.leaderboard.add(evaluate(default, pl_module.space.encode(default)))  # its latency sizes the scalings
             self._enqueue_scalings(pl_module, tuple(batch[0].shape[1:]), self.leaderboard.get(pl_module.space.encode(default)))
         target = min(count, self.num_candidates)
         if not self.screen:
             rounds = (lambda items: self._score_round(trainer, pl_module, batch, [key for _, key in items])) if trainer.world_size > 1 else None
-            SearchLoop(pl_module.space, self.strategy, self.leaderboard).run_until(target, evaluate, max_attempts=100 * self.num_candidates,
-                                                                                  round_size=self.round_size, evaluate_round=rounds,
-                                                                                  limit=self.num_candidates)
+            with self._timed(SCORED):
+                SearchLoop(pl_module.space, self.strategy, self.leaderboard).run_until(
+                    target, evaluate, max_attempts=100 * self.num_candidates, round_size=self.round_size, evaluate_round=rounds,
+                    limit=self.num_candidates)
             return
         if not self.cascade.promotions and not self.scored():
-            self._screen(pl_module, tuple(batch[0].shape[1:]))
-        self.cascade.score_until(target, evaluate)
+            with self._timed(SCREEN):
+                self._screen(pl_module, tuple(batch[0].shape[1:]))
+        with self._timed(SCORED):
+            self.cascade.score_until(target, evaluate)
+
+    @contextmanager
+    def _timed(self, stage: str) -> Iterator[None]:
+        """Add the wall time of the block to ``stage_seconds[stage]``."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + time.perf_counter() - started
+
+    def stage_report(self) -> dict[str, dict[str, float]]:
+        """Per stage of the cascade: candidates it handled last, its wall time, and the time per candidate (ms)."""
+        rows = self.leaderboard.candidates()
+        counts = {SCREEN: len(rows), SCORED: len(self.scored()), MEASURED: self.measured_count, FINETUNED: sum(r.stage == FINETUNED for r in rows)}
+        return {stage: {"candidates": counts[stage], "seconds": seconds, "ms_per_candidate": 1e3 * seconds / max(counts[stage], 1)}
+                for stage, seconds in self.stage_seconds.items()}
 
     def _score_share(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, keys: Sequence[str]) -> list[Candidate]:
         """This rank's share of a round: every ``world_size``-th key from its rank on."""
@@ -375,6 +399,7 @@ class ZeroShotSearch(L.Callback):
                     row.spreads.update(result.spreads)
                     row.stage = MEASURED
             measured |= {row.arch for row in chosen}
+            self.measured_count = len(measured)
             rank_zero_info(f"ZeroShotSearch measured {len(measured)} finalists side by side; budgets: {self.hardware.describe()}")
             if any(self.leaderboard.is_feasible(self.leaderboard.get(key)) for key in measured):
                 return
@@ -467,9 +492,12 @@ class ZeroShotSearch(L.Callback):
         if trainer.is_global_zero:
             out = Path(self.output_dir or trainer.default_root_dir)
             if self.finalists and self.hardware is not None and hasattr(self, "_last_batch"):
-                self._measure_finalists(pl_module, tuple(self._last_batch[0].shape[1:]))
+                with self._timed(MEASURED):
+                    self._measure_finalists(pl_module, tuple(self._last_batch[0].shape[1:]))
             if self.finetune:
-                self._finetune_shortlist(trainer, pl_module)
+                with self._timed(FINETUNED):
+                    self._finetune_shortlist(trainer, pl_module)
+            rank_zero_info(f"ZeroShotSearch stages: {describe_stages(self.stage_report())}")
             self.leaderboard.write_csv(out / "leaderboard.csv")
             try:
                 self.picks = self.pick_per_device()
