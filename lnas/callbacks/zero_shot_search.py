@@ -285,8 +285,9 @@ class ZeroShotSearch(L.Callback):
         if self.scalings and self.scaling_keys is None and not self.leaderboard.candidates():
             default = pl_module.space.default()
             with self._timed(SCORED):
-                self.leaderboard.add(evaluate(default, pl_module.space.encode(default)))  # its latency sizes the scalings
-            self._enqueue_scalings(pl_module, tuple(batch[0].shape[1:]), self.leaderboard.get(pl_module.space.encode(default)))
+                row = evaluate(default, pl_module.space.encode(default))  # its latency sizes the scalings
+            self.leaderboard.add(row)
+            self._enqueue_scalings(pl_module, tuple(batch[0].shape[1:]), row)
         target = min(count, self.num_candidates)
         if not self.screen:
             rounds = (lambda items: self._score_round(trainer, pl_module, batch, [key for _, key in items])) if trainer.world_size > 1 else None
