@@ -59,10 +59,11 @@ def test_two_processes_share_one_study_and_see_each_others_candidates(tmp_path):
 
 
 def _stored_trials(path) -> int:
-    """Trials in an Optuna sqlite file, read without opening it as a storage (which would race the writer's set-up)."""
+    """Finished trials in an Optuna sqlite file (each holds its candidate; a trial being scored does not yet), read
+    without opening it as a storage (which would race the writer's set-up)."""
     try:
         with sqlite3.connect(path) as connection:
-            return connection.execute("SELECT count(*) FROM trials").fetchone()[0]
+            return connection.execute("SELECT count(*) FROM trials WHERE state = 'COMPLETE'").fetchone()[0]
     except sqlite3.OperationalError:  # not created yet
         return 0
 
