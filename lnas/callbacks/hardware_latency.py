@@ -162,13 +162,15 @@ class HardwareLatency(L.Callback):
             self.baseline_latency_ms[target.name] = latency
             target.target_latency_ms = latency / self.target_speedup
 
-    def evaluate(self, key: str, model: nn.Module, input_shape: tuple[int, ...]) -> HardwareResult:
-        """Latency on every device (and peak memory when bounded) of ``model``, identified by ``key``, for inputs ``(C, H, W)``."""
+    def evaluate(self, key: str, model: nn.Module, input_shape: tuple[int, ...], parts: Sequence | None = None) -> HardwareResult:
+        """Latency on every device (and peak memory when bounded) of ``model``, identified by ``key``, for inputs ``(C, H, W)``.
+        Given the arch's ``parts``, a device that estimates latency from them (:meth:`estimate_arch`) does so."""
         if key not in self.cache:
             measures, spreads, errors = {}, {}, []
             for target in self.targets:
+                by_parts = parts is not None and hasattr(target.estimator, "estimate_arch")
                 try:
-                    result = target.estimator.estimate(key, model, input_shape)
+                    result = target.estimator.estimate_arch(key, parts, input_shape) if by_parts else target.estimator.estimate(key, model, input_shape)
                     measures[target.measure], spreads[target.measure] = result.median_ms, result.spread_ms
                 except Exception as error:  # noqa: BLE001 - any exporter/runtime/lookup failure marks the candidate infeasible
                     measures[target.measure] = spreads[target.measure] = math.nan
@@ -195,6 +197,30 @@ class HardwareLatency(L.Callback):
                     measures[target.measure] = spreads[target.measure] = math.nan
                     errors.append(f"{target.measure} not estimated: {type(error).__name__}: {error}"[:300])
         return HardwareResult(measures, spreads, errors)
+
+    def arch_calibration_wanted(self) -> int:
+        """How many candidates the search should measure end to end (:meth:`recalibrate`) before it relies on estimates
+        from the arch (the most any device wants; 0: none)."""
+        return max((getattr(t.estimator, "arch_calibration_wanted", 0) for t in self.targets), default=0)
+
+    def recalibrate(self, parts: Mapping[str, Sequence], results: Mapping[str, HardwareResult],
+                    input_shape: tuple[int, ...]) -> dict[str, HardwareResult]:
+        """Refit every device's estimate from the arch with end-to-end measurements (``results`` of
+        :meth:`measure_side_by_side`; key → the arch's ``parts``), then estimate the other keys of ``parts`` again
+        (cached too); returns those new estimates."""
+        for target in self.targets:
+            if not hasattr(target.estimator, "add_arch_measurements"):
+                continue
+            pairs = [(parts[key], result.measures[target.measure]) for key, result in results.items()
+                     if key in parts and math.isfinite(result.measures.get(target.measure, math.nan))]
+            if pairs:
+                target.estimator.add_arch_measurements(pairs)
+        estimates = {key: self.estimate_arch(key, parts[key], input_shape) for key in parts if key not in results}
+        for key, estimate in estimates.items():
+            entry = self.cache.setdefault(key, {"measures": {}, "spreads": {}, "errors": []})
+            entry["measures"].update(estimate.measures)
+            entry["spreads"].update(estimate.spreads)
+        return estimates
 
     def measure_side_by_side(self, models: Mapping[str, nn.Module], input_shape: tuple[int, ...]) -> dict[str, HardwareResult]:
         """Every model (key → network) measured on every device that measures (interleaved, one session); key → result.

@@ -5,7 +5,10 @@ proxy on batches from the trainer, its costs and every device's latency are take
 result is told back to the strategy as named objectives and constraint violations. With ``screen`` > 0 the search is a
 cascade (:mod:`lnas.search.cascade`): the strategy explores ``screen`` candidates with costs from the arch alone,
 the best ``num_candidates`` of them get the full predictor, and ``finalists`` of those are measured side by side at
-the end. Scoring is spread over the warmup batches. At the end of training, rank 0 picks the best feasible candidate
+the end. Every candidate is scored on one scoring batch drawn with the seed from the training data (the same on every
+rank and in every run), and the scoring is spread over the warmup batches. With a device that estimates latency from
+the arch (a look-up table), a few candidates are measured end to end first to calibrate it, and the measured
+finalists refit it. At the end of training, rank 0 picks the best feasible candidate
 for every device (``picks.yaml``; the first device's pick is :attr:`chosen`), broadcasts it, and writes
 ``leaderboard.csv`` (with the stage that last scored each candidate), ``pareto.png`` and ``arch.yaml``.
 
@@ -24,16 +27,19 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
+import torch
 import yaml
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
+from torch.utils.data import DataLoader, default_collate
 
 from lnas.callbacks.hardware_latency import HardwareLatency
 from lnas.hardware.cost import count_flops, count_params
 from lnas.io import atomic_write_text
 from lnas.predictors.base import SCORING_ERRORS, Proxy, Supervision
 from lnas.report import describe_stages, write_arch_yaml, write_pareto_plot
-from lnas.search.cascade import FINETUNED, MEASURED, SCORED, SCREEN, Cascade, finalists, shortlist
+from lnas.search.cascade import CALIBRATED, FINETUNED, MEASURED, SCORED, SCREEN, Cascade, finalists, shortlist
 from lnas.search.leaderboard import Candidate, Leaderboard
 from lnas.search.loop import SearchLoop
 from lnas.search.objectives import EVERY_LATENCY, FINETUNE_LOSS, FLOPS, MAXIMIZE, MINIMIZE, PARAMS, SCORE, Objective
@@ -52,6 +58,21 @@ def supervision(pl_module: L.LightningModule, batch, model: nn.Module) -> object
     if loss is None:
         return targets
     return Supervision(targets, lambda outputs, labels: loss(outputs, labels, images, model))
+
+
+def scoring_batch(loader, size: int | None, seed: int, fallback=None):
+    """The batch every candidate is scored on: ``size`` examples (default: the loader's batch size) drawn with ``seed``
+    from ``loader``'s dataset and collated as the loader does, random augmentation seeded too. It depends on neither
+    the data order nor the number of processes (a DistributedSampler shards the order, not the dataset). A loader
+    without a map-style dataset gives ``fallback`` (the first training batch)."""
+    dataset = getattr(loader, "dataset", None)
+    if not isinstance(loader, DataLoader) or not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
+        return fallback
+    size = min(size or loader.batch_size or 1, len(dataset))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        indices = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:size].tolist()
+        return (loader.collate_fn or default_collate)([dataset[index] for index in indices])
 
 
 class ZeroShotSearch(L.Callback):
@@ -91,15 +112,16 @@ class ZeroShotSearch(L.Callback):
             candidate and the chosen scalings persist there, and a run started again with it, or another process
             given the same storage, continues the study instead of scoring those candidates again (None: in memory).
         round_size: proposals asked, scored and told together (:meth:`~lnas.search.loop.SearchLoop.run_until`); under
-            DDP every rank scores its share of a round on rank 0's batch. The proposals depend on it, not on the number
-            of processes, so one process and several pick alike.
+            DDP every rank scores its share of a round. The proposals depend on it, not on the number of processes, so
+            one process and several pick alike.
+        scoring_batch_size: examples in the scoring batch (:func:`scoring_batch`; None: the training loader's batch size).
     """
 
     def __init__(self, proxy: Proxy, num_candidates: int = 50, strategy: OptunaSearch | None = None,
                  objectives: Sequence[str] = (SCORE, EVERY_LATENCY), include_default: bool = True, seed: int = 0,
                  inherit_weights: bool = False, output_dir: str | None = None, screen: int = 0, finalists: int = 0,
                  finetune: int = 0, finetune_steps: int = 50, scalings: int = 0, scaling_margin: float = 0.0,
-                 storage: str | None = None, round_size: int = 1) -> None:
+                 storage: str | None = None, round_size: int = 1, scoring_batch_size: int | None = None) -> None:
         if num_candidates < 1:
             raise ValueError(f"search.num_candidates must be >= 1, got {num_candidates}")
         if screen < 0 or finalists < 0 or (screen and screen < num_candidates):
@@ -120,6 +142,10 @@ class ZeroShotSearch(L.Callback):
         if round_size < 1:
             raise ValueError(f"search.round_size must be >= 1, got {round_size}")
         self.round_size = round_size
+        if scoring_batch_size is not None and scoring_batch_size < 1:
+            raise ValueError(f"search.scoring_batch_size must be >= 1 or null (the training batch size), got {scoring_batch_size}")
+        self.scoring_batch_size = scoring_batch_size
+        self._scoring_batch = None  # drawn at the first scoring
         self.strategy = strategy or OptunaSearch()
         if storage:
             self.strategy.storage = storage
@@ -133,6 +159,7 @@ class ZeroShotSearch(L.Callback):
         self.picks: dict[str, Candidate] = {}
         self.stage_seconds: dict[str, float] = {}  # wall time of each stage of the cascade on rank 0 (see stage_report)
         self.measured_count = 0  # finalists measured side by side
+        self.calibrated_count = 0  # candidates measured to calibrate estimates from the arch
         self.chosen: Arch | None = None
         self._restored: dict | None = None
 
@@ -207,8 +234,10 @@ class ZeroShotSearch(L.Callback):
         self.baseline = (key, model)
 
     # -- scoring -----------------------------------------------------------------------------------------------
-    def evaluate(self, pl_module: L.LightningModule, key: str, model: nn.Module, batch, step: int, reference: bool = False) -> Candidate:
-        """Score one model: proxy (or its ensemble components), params, FLOPs, and every device's latency."""
+    def evaluate(self, pl_module: L.LightningModule, key: str, model: nn.Module, batch, step: int, reference: bool = False,
+                 arch: Arch | None = None, hardware: bool = True) -> Candidate:
+        """Score one model: proxy (or its ensemble components), params, FLOPs, and (with ``hardware``) every device's
+        latency. Given its ``arch`` and a module with ``arch_costs``, the costs and latency estimates come from the arch."""
         inputs = batch[0]
         input_shape = tuple(inputs.shape[1:])
         targets = supervision(pl_module, batch, model) if self.proxy.needs_labels else None
@@ -221,17 +250,32 @@ class ZeroShotSearch(L.Callback):
         except SCORING_ERRORS as error:
             rank_zero_info(f"proxy {self.proxy.name} failed on {key}: {error}")
             row.measures[SCORE] = math.nan
-        row.measures[PARAMS], row.measures[FLOPS] = float(count_params(model)), float(count_flops(model, input_shape))
-        if self.hardware is not None:
-            result = self.hardware.evaluate(key, model, input_shape)
-            row.measures.update(result.measures)
-            row.spreads.update(result.spreads)
-            row.errors += result.errors
+        if arch is not None and hasattr(pl_module, "arch_costs"):
+            params, flops = pl_module.arch_costs(arch, input_shape)
+        else:
+            params, flops = count_params(model), count_flops(model, input_shape)
+        row.measures[PARAMS], row.measures[FLOPS] = float(params), float(flops)
+        if hardware:
+            self._add_hardware(pl_module, row, input_shape, model, arch)
         return row
 
-    def score_candidate(self, pl_module: L.LightningModule, arch: Arch, batch, step: int) -> Candidate:
+    def _add_hardware(self, pl_module: L.LightningModule, row: Candidate, input_shape: tuple[int, ...], model: nn.Module | None = None,
+                      arch: Arch | None = None) -> None:
+        """Every device's latency of ``row`` (from its arch's parts where a device estimates from them)."""
+        if self.hardware is None:
+            return
+        if model is None:
+            model = pl_module.candidate(arch, inherit=self.inherit_weights, seed=self.seed)
+        parts = pl_module.space.parts(arch, input_shape) if arch is not None and hasattr(pl_module, "arch_costs") else None
+        result = self.hardware.evaluate(row.arch, model, input_shape, parts)
+        row.measures.update(result.measures)
+        row.spreads.update(result.spreads)
+        row.errors += result.errors
+
+    def score_candidate(self, pl_module: L.LightningModule, arch: Arch, batch, step: int, hardware: bool = True) -> Candidate:
         key = pl_module.space.encode(arch)
-        return self.evaluate(pl_module, key, pl_module.candidate(arch, inherit=self.inherit_weights, seed=self.seed), batch, step)
+        model = pl_module.candidate(arch, inherit=self.inherit_weights, seed=self.seed)
+        return self.evaluate(pl_module, key, model, batch, step, arch=arch, hardware=hardware)
 
     def _arch_measures(self) -> set[str]:
         return {PARAMS, FLOPS, *(self.hardware.arch_measures() if self.hardware else [])}
@@ -266,7 +310,7 @@ class ZeroShotSearch(L.Callback):
         """Score candidates until ``count`` are on the board (at most ``num_candidates``). Rank 0 runs the search; under
         DDP it shares each round out (:meth:`_score_round`) and the other ranks score their shares until it is done."""
         if not trainer.is_global_zero:
-            self._score_shares(trainer, pl_module)
+            self._score_shares(trainer, pl_module, batch)
             return
         try:
             self._search_until(count, trainer, pl_module, batch)
@@ -282,6 +326,9 @@ class ZeroShotSearch(L.Callback):
         def evaluate(arch: Arch, key: str) -> Candidate:
             return self.score_candidate(pl_module, arch, batch, trainer.global_step)
 
+        if self.hardware is not None and hasattr(pl_module, "arch_costs") and self.hardware.arch_calibration_wanted():
+            with self._timed(CALIBRATED):
+                self._calibrate(pl_module, tuple(batch[0].shape[1:]))
         if self.scalings and self.scaling_keys is None and not self.leaderboard.candidates():
             default = pl_module.space.default()
             with self._timed(SCORED):
@@ -302,6 +349,18 @@ class ZeroShotSearch(L.Callback):
         with self._timed(SCORED):
             self.cascade.score_until(target, evaluate)
 
+    def _calibrate(self, pl_module: L.LightningModule, input_shape: tuple[int, ...]) -> None:
+        """Measure the space's default and random candidates (seeded) side by side, as many as the devices want, to
+        calibrate their latency estimates from the arch before the search relies on them."""
+        space = pl_module.space
+        generator = torch.Generator().manual_seed(self.seed)
+        archs = {space.encode(arch): arch for arch in [space.default()] + [space.sample(generator) for _ in range(self.hardware.arch_calibration_wanted() - 1)]}
+        models = {key: pl_module.candidate(arch, inherit=self.inherit_weights, seed=self.seed) for key, arch in archs.items()}
+        results = self.hardware.measure_side_by_side(models, input_shape)
+        self.hardware.recalibrate({key: space.parts(arch, input_shape) for key, arch in archs.items()}, results, input_shape)
+        self.calibrated_count = len(archs)
+        rank_zero_info(f"ZeroShotSearch measured {len(archs)} candidates to calibrate the latency estimates from the arch: {self.hardware.describe()}")
+
     @contextmanager
     def _timed(self, stage: str) -> Iterator[None]:
         """Add the wall time of the block to ``stage_seconds[stage]``."""
@@ -314,29 +373,32 @@ class ZeroShotSearch(L.Callback):
     def stage_report(self) -> dict[str, dict[str, float]]:
         """Per stage of the cascade: candidates it handled last, its wall time, and the time per candidate (ms)."""
         rows = self.leaderboard.candidates()
-        counts = {SCREEN: len(rows), SCORED: len(self.scored()), MEASURED: self.measured_count, FINETUNED: sum(r.stage == FINETUNED for r in rows)}
+        counts = {CALIBRATED: self.calibrated_count, SCREEN: len(rows), SCORED: len(self.scored()), MEASURED: self.measured_count,
+                  FINETUNED: sum(r.stage == FINETUNED for r in rows)}
         return {stage: {"candidates": counts[stage], "seconds": seconds, "ms_per_candidate": 1e3 * seconds / max(counts[stage], 1)}
                 for stage, seconds in self.stage_seconds.items()}
 
     def _score_share(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, keys: Sequence[str]) -> list[Candidate]:
         """This rank's share of a round: every ``world_size``-th key from its rank on."""
         mine = keys[trainer.global_rank::trainer.world_size]
-        return [self.score_candidate(pl_module, pl_module.space.decode(key), batch, trainer.global_step) for key in mine]
+        return [self.score_candidate(pl_module, pl_module.space.decode(key), batch, trainer.global_step, hardware=False) for key in mine]
 
     def _gather(self, trainer: L.Trainer, share: list[Candidate]) -> list[list[Candidate]]:
         """Every rank's share, in rank order, through the strategy's collectives (each rank broadcasts its own)."""
         return [trainer.strategy.broadcast(share if rank == trainer.global_rank else None, src=rank) for rank in range(trainer.world_size)]
 
     def _score_round(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, keys: list[str]) -> list[Candidate]:
-        """Rank 0: send the round's keys and the batch to score on, score its share, gather the others'; in key order."""
-        trainer.strategy.broadcast((keys, batch), src=0)
+        """Rank 0: send the round's keys, score its share, gather the others'; then every device's latency of each
+        (taken by rank 0 alone, so one calibration and one measuring process); in key order."""
+        trainer.strategy.broadcast(keys, src=0)
         rows = {row.arch: row for share in self._gather(trainer, self._score_share(trainer, pl_module, batch, keys)) for row in share}
+        for key in keys:
+            self._add_hardware(pl_module, rows[key], tuple(batch[0].shape[1:]), arch=pl_module.space.decode(key))
         return [rows[key] for key in keys]
 
-    def _score_shares(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Ranks other than 0: score their share of each round rank 0 sends, until it sends none."""
-        while (message := trainer.strategy.broadcast(None, src=0)) is not None:
-            keys, batch = message
+    def _score_shares(self, trainer: L.Trainer, pl_module: L.LightningModule, batch) -> None:
+        """Ranks other than 0: score their share of each round rank 0 sends (on the same scoring batch), until it sends none."""
+        while (keys := trainer.strategy.broadcast(None, src=0)) is not None:
             self._gather(trainer, self._score_share(trainer, pl_module, batch, keys))
 
     def scored(self) -> list[Candidate]:
@@ -399,11 +461,23 @@ class ZeroShotSearch(L.Callback):
                     row.measures.update(result.measures)
                     row.spreads.update(result.spreads)
                     row.stage = MEASURED
+            self._recalibrate(pl_module, results, input_shape)
             measured |= {row.arch for row in chosen}
             self.measured_count = len(measured)
             rank_zero_info(f"ZeroShotSearch measured {len(measured)} finalists side by side; budgets: {self.hardware.describe()}")
             if any(self.leaderboard.is_feasible(self.leaderboard.get(key)) for key in measured):
                 return
+
+    def _recalibrate(self, pl_module: L.LightningModule, results, input_shape: tuple[int, ...]) -> None:
+        """Refit the devices' latency estimates from the arch with the finalists just measured, and estimate the scored
+        candidates not measured yet again (the next finalists are chosen on those)."""
+        if not hasattr(pl_module, "arch_costs") or not self.hardware.arch_measures():
+            return
+        space = pl_module.space
+        keys = [row.arch for row in self.scored() if row.stage == SCORED or row.arch in results]
+        estimates = self.hardware.recalibrate({key: space.parts(space.decode(key), input_shape) for key in keys}, results, input_shape)
+        for key, estimate in estimates.items():
+            self.leaderboard.get(key).measures.update(estimate.measures)
 
     def _finetune_shortlist(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Stage 4: fine-tune the shortlist of the trained device (:func:`~lnas.search.cascade.shortlist`) and record
@@ -437,8 +511,10 @@ class ZeroShotSearch(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
         progress = min(trainer.global_step / self._total_batches(trainer), 1.0)
-        self._score_until(math.ceil(progress * self.num_candidates), trainer, pl_module, batch)
-        self._last_batch = batch
+        if self._scoring_batch is None:
+            self._scoring_batch = move_data_to_device(scoring_batch(_training_data(trainer), self.scoring_batch_size, self.seed, fallback=batch),
+                                                      pl_module.device)
+        self._score_until(math.ceil(progress * self.num_candidates), trainer, pl_module, self._scoring_batch)
         scored = self.leaderboard.candidates()
         if scored:
             best = max(scored, key=self.leaderboard.objective)
@@ -487,14 +563,14 @@ class ZeroShotSearch(L.Callback):
         return atomic_write_text(path, yaml.safe_dump(clean, sort_keys=False))
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if hasattr(self, "_last_batch"):
-            self._score_until(self.num_candidates, trainer, pl_module, self._last_batch)
+        if self._scoring_batch is not None:
+            self._score_until(self.num_candidates, trainer, pl_module, self._scoring_batch)
         chosen, error = None, None
         if trainer.is_global_zero:
             out = Path(self.output_dir or trainer.default_root_dir)
-            if self.finalists and self.hardware is not None and hasattr(self, "_last_batch"):
+            if self.finalists and self.hardware is not None and self._scoring_batch is not None:
                 with self._timed(MEASURED):
-                    self._measure_finalists(pl_module, tuple(self._last_batch[0].shape[1:]))
+                    self._measure_finalists(pl_module, tuple(self._scoring_batch[0].shape[1:]))
             if self.finetune:
                 with self._timed(FINETUNED):
                     self._finetune_shortlist(trainer, pl_module)

@@ -5,9 +5,15 @@ Each distinct block configuration (:mod:`lnas.hardware.blocks`) is exported and 
 ONNX Runtime, with the same protocol as whole models (interleaved, see :class:`~lnas.hardware.ort.OrtLatencyEstimator`).
 The table is cached on disk, one JSON file per hardware fingerprint and runtime settings, so later runs measure only
 blocks they have not seen. A candidate's latency is predicted as the calibrated sum of its blocks
-(:mod:`lnas.hardware.calibration`); the first ``calibration_size`` candidates, every candidate whose glue (the code
-between blocks, :func:`~lnas.hardware.blocks.glue_key`) was never measured, and every ``recalibrate_every``-th
-candidate are measured end to end instead and refit the calibration.
+(:mod:`lnas.hardware.calibration`); the first ``calibration_size`` candidates and every candidate whose glue (the code
+between blocks, :func:`~lnas.hardware.blocks.glue_key`) was never measured are measured end to end instead and refit
+the calibration.
+
+A candidate of a space that describes its networks as parts (:meth:`~lnas.spaces.base.SearchSpace.parts`) is estimated
+from its arch alone (:meth:`LutLatencyPredictor.estimate_arch`): its parts are the table's entries, nothing is built or
+exported once they are in the table. That estimate is calibrated by end-to-end measurements the search hands over
+(:meth:`LutLatencyPredictor.add_arch_measurements`: a few candidates before the search, then the finalists it measures
+side by side), under the glue key :data:`PARTS_GLUE`, whose offset stands for what the parts leave out (the task's head).
 """
 
 from __future__ import annotations
@@ -26,6 +32,15 @@ from lnas.hardware.calibration import Calibration, CalibrationPoint, fit_calibra
 from lnas.hardware.export import export_onnx
 from lnas.hardware.ort import LatencyResult, OrtLatencyEstimator, hardware_fingerprint
 from lnas.io import atomic_write_text, default_cache_dir
+from lnas.spaces.parts import Part
+
+PARTS_GLUE = "parts"
+"""The glue key of estimates from an arch's parts (their calibration offset covers what the parts leave out)."""
+
+
+def part_key(part: Part) -> str:
+    """The table key of a part (its space's key for it: a block config at an input shape)."""
+    return "part-" + hashlib.sha1(repr(part.key).encode()).hexdigest()[:20]
 
 
 def _import_type(name: str) -> type:
@@ -48,21 +63,21 @@ class LutLatencyPredictor(OrtLatencyEstimator):
         max_block_height, block_types: how models are cut into blocks (:func:`lnas.hardware.blocks.decompose`);
             ``block_types`` as classes or qualified class names.
         calibration_size: candidates measured end to end before predictions start (later, a candidate whose glue
-            was never measured is measured too).
-        recalibrate_every: also measure every n-th candidate after that and refit (0: never).
+            was never measured is measured too); for estimates from the arch, how many candidates the search measures
+            before it starts (:attr:`arch_calibration_wanted`; 0: the raw table sums are the estimates).
     """
 
     def __init__(self, provider: str = "CPUExecutionProvider", intra_op_threads: int = 1, inter_op_threads: int = 1, warmup: int = 10,
                  runs: int = 20, repeats: int = 3, batch_size: int = 1, statistic: str = "median", pin_cpu: int | None = None,
                  cache_dir: str | Path | None = None, max_block_height: int = 3, block_types: Sequence[type | str] = (),
-                 calibration_size: int = 10, recalibrate_every: int = 0) -> None:
+                 calibration_size: int = 10) -> None:
         super().__init__(provider, intra_op_threads, inter_op_threads, warmup, runs, repeats, batch_size, statistic, pin_cpu)
-        if max_block_height < 0 or calibration_size < 0 or recalibrate_every < 0:
-            raise ValueError("max_block_height, calibration_size and recalibrate_every must be >= 0")
+        if max_block_height < 0 or calibration_size < 0:
+            raise ValueError(f"max_block_height and calibration_size must be >= 0; got {max_block_height}, {calibration_size}")
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.max_block_height = max_block_height
         self.block_types = tuple(_import_type(t) if isinstance(t, str) else t for t in block_types)
-        self.calibration_size, self.recalibrate_every = calibration_size, recalibrate_every
+        self.calibration_size = calibration_size
         self.table: dict[str, dict] = self._load()
         self.output_shapes: dict = {}  # block key -> output shape, so known blocks are not run when decomposing
         self.points: list[CalibrationPoint] = []
@@ -119,16 +134,29 @@ class LutLatencyPredictor(OrtLatencyEstimator):
         self._save()
         return len(missing)
 
+    def fill_parts(self, parts: Sequence[Part]) -> list[str]:
+        """The table keys of ``parts``, measuring (interleaved) those not in the table yet; each part built only then."""
+        keys = [part_key(part) for part in parts]
+        missing = {key: part for key, part in zip(keys, parts, strict=True) if key not in self.table}
+        calls = []
+        for key, part in missing.items():
+            inputs = part.inputs()
+            if len(inputs) != 1:
+                raise ValueError(f"part {part.key!r} takes {len(inputs)} inputs; the look-up table measures parts of one tensor input")
+            calls.append(BlockCall(key, part.build(), tuple(inputs[0].shape[1:]), key))
+        self.fill(calls)
+        return keys
+
     # -- prediction and calibration ------------------------------------------------------------------------------
-    def table_sum(self, blocks: Sequence[BlockCall]) -> tuple[float, float]:
-        """Sum of the table latencies and of their spreads (ms) over ``blocks`` (all must be in the table)."""
-        entries = [self.table[b.key] for b in blocks]
+    def table_sum(self, keys: Sequence[str]) -> tuple[float, float]:
+        """Sum of the table latencies and of their spreads (ms) over the entries ``keys`` (all must be in the table)."""
+        entries = [self.table[key] for key in keys]
         return sum(e["ms"] for e in entries), sum(e["spread_ms"] for e in entries)
 
-    def predict_blocks(self, blocks: Sequence[BlockCall], input_shape: tuple[int, ...], glue: str = "") -> LatencyResult:
-        """The calibrated prediction for a decomposed candidate (a dictionary look-up per block)."""
-        total, spread = self.table_sum(blocks)
-        result = self._result([self.calibration(total, len(blocks), glue)], input_shape)
+    def predict_sum(self, keys: Sequence[str], input_shape: tuple[int, ...], glue: str = "") -> LatencyResult:
+        """The calibrated prediction for a candidate made of the table entries ``keys`` (a dictionary look-up each)."""
+        total, spread = self.table_sum(keys)
+        result = self._result([self.calibration(total, len(keys), glue)], input_shape)
         result.spread_ms, result.block_medians_ms, result.method = self.calibration.scale * spread, [], "lut"
         return result
 
@@ -136,11 +164,28 @@ class LutLatencyPredictor(OrtLatencyEstimator):
         """Predicted latency of ``model``: decompose, measure unseen blocks, calibrated sum."""
         blocks, glue = self.decompose(model, input_shape)
         self.fill(blocks)
-        return self.predict_blocks(blocks, input_shape, glue)
+        return self.predict_sum([b.key for b in blocks], input_shape, glue)
+
+    def estimate_arch(self, key: str, parts: Sequence[Part], input_shape: tuple[int, ...]) -> LatencyResult:
+        """The calibrated prediction for a candidate given as its arch's parts: no network is built once they are in the table."""
+        return self.predict_sum(self.fill_parts(parts), input_shape, PARTS_GLUE)
+
+    @property
+    def arch_calibration_wanted(self) -> int:
+        """How many end-to-end measurements estimates from the arch still want before a search relies on them."""
+        return 0 if any(p.glue == PARTS_GLUE for p in self.points) else self.calibration_size
+
+    def add_arch_measurements(self, measured: Sequence[tuple[Sequence[Part], float]]) -> Calibration:
+        """Record end-to-end measurements (ms) of candidates given as their parts and refit the calibration."""
+        for parts, measured_ms in measured:
+            keys = self.fill_parts(parts)
+            self.points.append(CalibrationPoint(self.table_sum(keys)[0], len(keys), measured_ms, PARTS_GLUE))
+        self.calibration = fit_calibration(self.points)
+        return self.calibration
 
     def add_measurement(self, blocks: Sequence[BlockCall], measured_ms: float, glue: str = "") -> Calibration:
         """Record one end-to-end measurement of a decomposed candidate and refit the calibration."""
-        self.points.append(CalibrationPoint(self.table_sum(blocks)[0], len(blocks), measured_ms, glue))
+        self.points.append(CalibrationPoint(self.table_sum([b.key for b in blocks])[0], len(blocks), measured_ms, glue))
         self.calibration = fit_calibration(self.points)
         return self.calibration
 
@@ -157,13 +202,12 @@ class LutLatencyPredictor(OrtLatencyEstimator):
         blocks, glue = self.decompose(model, input_shape)
         self.fill(blocks)
         self.candidates_seen += 1
-        after = self.candidates_seen - self.calibration_size
         new_glue = self.calibration_size > 0 and glue not in {p.glue for p in self.points}
-        if after <= 0 or new_glue or (self.recalibrate_every and after % self.recalibrate_every == 0):
+        if self.candidates_seen <= self.calibration_size or new_glue:
             result = self.measure(model, input_shape)
             self.add_measurement(blocks, result.median_ms, glue)
             return result
-        return self.predict_blocks(blocks, input_shape, glue)
+        return self.predict_sum([b.key for b in blocks], input_shape, glue)
 
     def describe(self) -> str:
         c = self.calibration

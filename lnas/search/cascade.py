@@ -1,13 +1,15 @@
 """The search cascade: screen many candidates cheaply, score the best of them with the full predictor, then measure the
 finalists on the device (as nn-Meter's and Once-for-All's searches do: a cheap model first, the device at the end).
 
+0. *calibrate*: where a device estimates latency from the arch (a look-up table), a few candidates are measured end to
+   end first to calibrate it.
 1. *screen*: the strategy explores with costs from the arch alone: its predicted accuracy there is a cheap proxy
    (FLOPs, AZ-NAS's complexity), its latency the device's estimate from the arch (a look-up table) where the device
    has one; the constraints it can evaluate apply.
 2. *score*: the screened candidates, feasible first, in order of their non-dominated rank over the screen's objectives
    (so every latency range the budget allows is represented), then by their cheap score, get the full predictor.
 3. *measure*: the best scored candidates that meet the constraints are measured on the device, side by side; the pick
-   is made on the measured latency.
+   is made on the measured latency. Their measurements refit the estimates from the arch.
 4. *finetune* (optional): a short list of the measured candidates that meet the trained device's constraints (the
    best of the predictor and of each ensemble member in turn), the space's default among them, is trained for a few
    steps from the supernet's weights; the pick is the one whose training loss fell fastest (the lowest mean loss over
@@ -27,7 +29,7 @@ from lnas.search.objectives import SCORE, SCREEN_SCORE, Constraint, Objective, n
 from lnas.search.strategies import OptunaSearch
 from lnas.spaces.base import SearchSpace
 
-SCREEN, SCORED, MEASURED, FINETUNED = "screen", "score", "measure", "finetune"
+CALIBRATED, SCREEN, SCORED, MEASURED, FINETUNED = "calibrate", "screen", "score", "measure", "finetune"
 
 
 def promotion_order(board: Leaderboard) -> list[str]:
