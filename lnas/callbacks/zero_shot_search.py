@@ -303,7 +303,7 @@ class ZeroShotSearch(L.Callback):
             return row
 
         constraints = [c for c in self.leaderboard.constraints if c.measure in self._arch_measures()]
-        board = self.cascade.screen(self.screen, self.screen_objectives(), constraints, evaluate)
+        board = self.cascade.screen(self.screen, self.screen_objectives(), constraints, evaluate, first=self.scaling_keys or [])
         rank_zero_info(f"ZeroShotSearch screened {len(board)} candidates from the arch alone; the best {self.num_candidates} get {self.proxy.name}")
 
     def _score_until(self, count: int, trainer: L.Trainer, pl_module: L.LightningModule, batch) -> None:
@@ -343,7 +343,7 @@ class ZeroShotSearch(L.Callback):
                     target, evaluate, max_attempts=100 * self.num_candidates, round_size=self.round_size, evaluate_round=rounds,
                     limit=self.num_candidates)
             return
-        if not self.cascade.promotions and not self.scored():
+        if not self.cascade.screened:
             with self._timed(SCREEN):
                 self._screen(pl_module, tuple(batch[0].shape[1:]))
         with self._timed(SCORED):
@@ -597,12 +597,13 @@ class ZeroShotSearch(L.Callback):
         if self.leaderboard is None:
             return {}
         return {"leaderboard": self.leaderboard.state_dict(), "strategy": self.strategy.state_dict(), "promotions": list(self.cascade.promotions),
-                "scalings": self.scaling_keys}
+                "screened": self.cascade.screened, "scalings": self.scaling_keys}
 
     def _apply_restored(self) -> None:
         self.leaderboard.load_state_dict(self._restored["leaderboard"])
         self.strategy.load_state_dict(self._restored["strategy"])
         self.cascade.promotions = list(self._restored.get("promotions", []))
+        self.cascade.screened = bool(self._restored.get("screened", False))
         self.scaling_keys = self._restored.get("scalings")
 
     def load_state_dict(self, state_dict: dict) -> None:

@@ -75,20 +75,25 @@ class Cascade:
     def __init__(self, space: SearchSpace, strategy: OptunaSearch, leaderboard: Leaderboard, include_default: bool = True) -> None:
         self.space, self.strategy, self.leaderboard, self.include_default = space, strategy, leaderboard, include_default
         self.promotions: list[str] = []
+        self.screened = False
 
-    def screen(self, count: int, objectives: Sequence[Objective], constraints: Sequence[Constraint], evaluate: Evaluate) -> Leaderboard:
-        """Screen ``count`` candidates: ``evaluate`` gives each its cheap score (``score``) and arch-level measures."""
+    def screen(self, count: int, objectives: Sequence[Objective], constraints: Sequence[Constraint], evaluate: Evaluate,
+               first: Sequence[str] = ()) -> Leaderboard:
+        """Screen ``count`` candidates: ``evaluate`` gives each its cheap score (``score``) and arch-level measures.
+        The space's default (with ``include_default``) and the keys ``first`` are promoted first, in that order; a
+        candidate the full predictor scored already keeps its row (and gains its screen score)."""
         board = Leaderboard(objectives, constraints)
         SearchLoop(self.space, self.strategy, board).run_until(count, evaluate, max_attempts=100 * count)
-        default = self.space.encode(self.space.default())
-        self.promotions = ([default] if self.include_default else []) + [a for a in promotion_order(board) if a != default]
+        default = [self.space.encode(self.space.default())] if self.include_default else []
+        self.promotions = list(dict.fromkeys([*default, *first, *promotion_order(board)]))
         for row in board.rows:
             row.measures[SCREEN_SCORE] = row.measures.pop(SCORE)
-            row.stage = SCREEN
             if row.arch in self.leaderboard:
-                self.leaderboard.replace(row)
+                self.leaderboard.get(row.arch).measures.setdefault(SCREEN_SCORE, row.measures[SCREEN_SCORE])
             else:
+                row.stage = SCREEN
                 self.leaderboard.add(row)
+        self.screened = True
         return board
 
     def scored(self) -> list[Candidate]:
@@ -100,6 +105,8 @@ class Cascade:
         done = 0
         while len(self.scored()) < count and self.promotions:
             key = self.promotions.pop(0)
+            if key in self.leaderboard and self.leaderboard.get(key).stage != SCREEN:
+                continue  # scored already
             row = evaluate(self.space.decode(key), key)
             row.stage = SCORED
             if key in self.leaderboard:
