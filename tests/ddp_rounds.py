@@ -1,5 +1,6 @@
 """Run by tests/test_callbacks.py: a search in rounds of 4 on ``devices`` CPU processes (DDP when 2); rank 0 prints its
-leaderboard (arch, score, latency) and pick as JSON, and the scoring stage's wall time and throughput."""
+leaderboard (arch, score, latency) and pick as JSON, and the scoring stage's wall time and throughput. The predictor
+uses the data (JacobCov's input Jacobians), so the two runs agree only if every rank scores on the same batch."""
 
 import json
 import sys
@@ -14,7 +15,7 @@ from conftest import FlopsLatency  # noqa: E402
 
 from lnas.callbacks import HardwareLatency, ZeroShotSearch  # noqa: E402
 from lnas.data import SyntheticClassificationDataModule  # noqa: E402
-from lnas.predictors import SynFlow  # noqa: E402
+from lnas.predictors import JacobCov, SynFlow, ZeroShotEnsemble  # noqa: E402
 from lnas.search import OptunaSearch, RegularizedEvolutionSampler  # noqa: E402
 from lnas.spaces import MBConvSpace  # noqa: E402
 from lnas.tasks import ClassificationTask, SupernetModule  # noqa: E402
@@ -25,7 +26,7 @@ def main(out: Path, devices: int) -> None:
                         widths=[0.5, 1.0], resolutions=[32, 64])
     module = SupernetModule(space, ClassificationTask(3, head_width=16))
     strategy = OptunaSearch(partial(RegularizedEvolutionSampler, population=4, tournament=2))
-    search = ZeroShotSearch(SynFlow(), num_candidates=10, strategy=strategy, output_dir=str(out), round_size=4)
+    search = ZeroShotSearch(ZeroShotEnsemble([SynFlow(), JacobCov()]), num_candidates=10, strategy=strategy, output_dir=str(out), round_size=4)
     latency = HardwareLatency({"d": {"estimator": FlopsLatency(1.0), "target_latency_ms": 8.0}})
     data = SyntheticClassificationDataModule(image_size=64, num_train=48, num_val=8, num_test=8, batch_size=8)
     trainer = L.Trainer(max_epochs=1, callbacks=[search, latency], logger=False, enable_progress_bar=False, enable_model_summary=False,

@@ -106,3 +106,25 @@ def test_two_processes_score_the_rounds_in_shares_and_match_one_process(tmp_path
         assert len(lines) == 1  # printed by rank 0 only
         results[devices] = json.loads(lines[0])
     assert len(results[1]["board"]) == 10 and results[2]["board"] == results[1]["board"] and results[2]["pick"] == results[1]["pick"]
+
+
+def test_every_candidate_is_scored_on_one_seeded_batch_whatever_the_data_order_and_the_number_of_processes():
+    from torch.utils.data import DataLoader, DistributedSampler, IterableDataset
+
+    from lnas.callbacks.zero_shot_search import scoring_batch
+    from lnas.data.transforms import AugmentedClassification
+
+    dataset = AugmentedClassification(torch.rand(40, 3, 8, 8), torch.arange(40))  # random crop and flip at every access
+    plain = scoring_batch(DataLoader(dataset, batch_size=6, shuffle=True), None, seed=3)
+    sharded = scoring_batch(DataLoader(dataset, batch_size=6, sampler=DistributedSampler(dataset, num_replicas=2, rank=1)), None, seed=3)
+    assert plain[0].shape == (6, 3, 8, 8) and torch.equal(plain[0], sharded[0]) and torch.equal(plain[1], sharded[1])
+    assert not torch.equal(plain[1], scoring_batch(DataLoader(dataset, batch_size=6), None, seed=4)[1])  # the seed draws it
+    assert len(scoring_batch(DataLoader(dataset, batch_size=6), 16, seed=3)[1]) == 16
+
+    class Stream(IterableDataset):
+        def __iter__(self):
+            yield from range(3)
+
+    assert scoring_batch(DataLoader(Stream(), batch_size=2), None, seed=3, fallback="first batch") == "first batch"
+    with pytest.raises(ValueError, match="scoring_batch_size must be >= 1"):
+        ZeroShotSearch(SynFlow(), scoring_batch_size=0)

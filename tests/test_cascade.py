@@ -10,6 +10,7 @@ from conftest import FlopsLatency, MeasuringFlopsLatency
 
 from lnas.callbacks import HardwareLatency, ZeroShotSearch
 from lnas.data import SyntheticClassificationDataModule
+from lnas.hardware.lut import LutLatencyPredictor
 from lnas.hardware.nb201 import table_devices
 from lnas.predictors import Params
 from lnas.search import Candidate, Constraint, Leaderboard, Objective, OptunaSearch
@@ -198,3 +199,35 @@ def test_the_largest_default_scalings_within_the_budget_are_scored_first_and_fin
 def test_a_candidate_beats_the_best_scaling_only_by_more_than_the_margin(tmp_path, monkeypatch, margin, scaling_loss, picks_a_scaling):
     search, _ = _scaling_search(tmp_path, monkeypatch, margin, scaling_loss)
     assert (search.picks["d"].arch in search.scaling_keys) == picks_a_scaling
+
+
+def test_a_look_up_table_device_is_calibrated_first_screens_from_the_arch_and_is_refit_by_the_finalists(tmp_path, monkeypatch):
+    """The cascade with the default device kind: a few candidates measured to calibrate the table's estimates from the
+    arch, the default scored and its scalings promoted first after the screen, the finalists measured and refitting it."""
+    lut = LutLatencyPredictor(warmup=1, runs=3, repeats=2, cache_dir=tmp_path / "cache", calibration_size=3)
+    hardware = HardwareLatency({"cpu": {"estimator": lut, "target_latency_ms": 1e6}})
+    exported = []
+    monkeypatch.setattr(HardwareLatency, "evaluate", _counting(HardwareLatency.evaluate, exported))
+    search = ZeroShotSearch(Params(), num_candidates=8, screen=30, finalists=2, scalings=2, output_dir=str(tmp_path), strategy=OptunaSearch())
+    search, module = _run(tmp_path, hardware, search=search)
+    space, board = module.space, search.leaderboard
+    default = space.encode(space.default())
+    assert search.stage_report()["calibrate"]["candidates"] == 3 and len(lut.points) == 0  # measured, not estimated one by one
+    assert all(parts is not None for parts in exported)  # every candidate's latency came from its parts
+    scored = [row.arch for row in board.candidates() if row.stage != "screen"]
+    assert len(scored) == 8 and {default, *search.scaling_keys} <= set(scored) and len(search.scaling_keys) == 2
+    assert [row.arch for row in board.candidates() if row.stage == "screen"] and len(board.candidates()) >= 30
+    measured = [row for row in board.candidates() if row.stage == "measure"]
+    assert len(lut.arch_points) == 3 + len(measured) and len(measured) >= 2  # the finalists refit the estimate
+    for row in board.candidates():
+        if row.stage == "score":  # estimated again with the refit calibration
+            parts = space.parts(space.decode(row.arch), (3, 64, 64))
+            assert row.measures["latency_ms.cpu"] == pytest.approx(lut.estimate_arch(row.arch, parts, (3, 64, 64)).median_ms)
+
+
+def _counting(evaluate, seen: list):
+    def wrapper(self, key, model, input_shape, parts=None):
+        seen.append(parts)
+        return evaluate(self, key, model, input_shape, parts)
+
+    return wrapper

@@ -1,3 +1,5 @@
+import statistics
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -6,7 +8,8 @@ from torch import nn
 from lnas.callbacks import HardwareLatency
 from lnas.hardware import LutLatencyPredictor, decompose, fit_calibration
 from lnas.hardware.blocks import block_key, glue_key
-from lnas.hardware.calibration import CalibrationPoint
+from lnas.hardware.calibration import Calibration, CalibrationPoint
+from lnas.hardware.lut import part_key
 
 QUICK = {"warmup": 1, "runs": 3, "repeats": 2}
 
@@ -154,3 +157,54 @@ def test_hardware_latency_uses_the_table_and_caches_by_key(tmp_path):
     assert result.measures["latency_ms.cpu"] > 0 and not result.errors and lut.candidates_seen == 1
     assert hardware.evaluate("net", nn.Identity(), (3, 16, 16)) == result and lut.candidates_seen == 1  # cached by key
     assert "cpu" in hardware.state_dict()["estimators"]
+
+
+def _staged_parts(width: float, shape=(3, 32, 32)):
+    from lnas.spaces import MBConvSpace
+
+    space = MBConvSpace(stages=[{"channels": c, "stride": 2, "depths": [1, 2]} for c in (8, 16, 24, 32)], stem_channels=8, widths=[0.5, 1.0],
+                        kernels=[3], expands=[3])
+    arch = space.decode(space.encode(space.default() | {f"stage{i}.width": width for i in range(1, 5)}))
+    return space, arch, space.parts(arch, shape)
+
+
+def test_estimates_from_the_arch_look_parts_up_and_have_a_calibration_of_their_own(tmp_path):
+    lut = LutLatencyPredictor(**QUICK, cache_dir=tmp_path, calibration_size=3)
+    space, narrow, narrow_parts = _staged_parts(0.5)
+    _, wide, wide_parts = _staged_parts(1.0)
+    assert lut.arch_calibration_wanted == 3
+    raw = lut.estimate_arch("narrow", narrow_parts, (3, 32, 32))
+    assert raw.method == "lut" and len(lut.table) == len({repr(p.key) for p in narrow_parts})  # each part measured once
+    assert raw.median_ms == pytest.approx(lut.table_sum([part_key(p) for p in narrow_parts])[0])  # uncalibrated: the raw sum
+    lut.estimate_arch("wide", wide_parts, (3, 32, 32))
+    size = len(lut.table)
+    models = [space.build(narrow), space.build(wide)]
+    measured = [r.median_ms for r in lut.measure_many(models, [(3, 32, 32)] * 2)]
+    lut.add_arch_measurements([(narrow_parts, measured[0]), (wide_parts, measured[1])])
+    assert lut.arch_calibration_wanted == 0 and lut.points == [] and len(lut.table) == size  # nothing measured twice
+    sums = [lut.table_sum([part_key(p) for p in parts])[0] for parts in (narrow_parts, wide_parts)]
+    assert lut.arch_calibration.scale == pytest.approx(statistics.median(m / s for m, s in zip(measured, sums, strict=True)))
+    calibrated = [lut.estimate_arch(k, parts, (3, 32, 32)).median_ms for k, parts in (("n", narrow_parts), ("w", wide_parts))]
+    assert calibrated == pytest.approx([lut.arch_calibration.scale * s for s in sums])  # two points fit the scale alone
+    assert lut.calibration == Calibration()  # that of decomposed networks is untouched
+    restored = LutLatencyPredictor(**QUICK, cache_dir=tmp_path)
+    restored.load_state_dict(lut.state_dict())
+    assert restored.arch_calibration == lut.arch_calibration and restored.arch_calibration_wanted == 0
+    assert "from the arch's parts: calibrated on 2 measured candidates" in lut.describe()
+
+
+def test_hardware_recalibrates_from_measurements_and_estimates_the_others_again(tmp_path):
+    lut = LutLatencyPredictor(**QUICK, cache_dir=tmp_path, calibration_size=1)
+    hardware = HardwareLatency({"cpu": {"estimator": lut, "target_latency_ms": 1e6}})
+    space, narrow, narrow_parts = _staged_parts(0.5)
+    _, wide, wide_parts = _staged_parts(1.0)
+    before = hardware.evaluate("wide", space.build(wide), (3, 32, 32), wide_parts).measures["latency_ms.cpu"]
+    assert hardware.arch_calibration_wanted() == 1 and before == pytest.approx(lut.table_sum([part_key(p) for p in wide_parts])[0])
+    results = hardware.measure_side_by_side({"narrow": space.build(narrow)}, (3, 32, 32))
+    estimates = hardware.recalibrate({"narrow": narrow_parts, "wide": wide_parts}, results, (3, 32, 32))
+    assert set(estimates) == {"wide"} and hardware.arch_calibration_wanted() == 0
+    after = estimates["wide"].measures["latency_ms.cpu"]
+    assert after == pytest.approx(lut.arch_calibration.scale * before) and after != before
+    assert hardware.evaluate("wide", nn.Identity(), (3, 32, 32)).measures["latency_ms.cpu"] == after  # the cache holds the new estimate
+    broken = hardware.evaluate("broken", nn.Identity(), (3, 32, 32), [narrow_parts[0].__class__("bad", nn.Identity, lambda: (1, 2))])
+    assert "not measured" in broken.errors[0] and broken.measures["latency_ms.cpu"] != broken.measures["latency_ms.cpu"]  # NaN

@@ -13,7 +13,8 @@ A candidate of a space that describes its networks as parts (:meth:`~lnas.spaces
 from its arch alone (:meth:`LutLatencyPredictor.estimate_arch`): its parts are the table's entries, nothing is built or
 exported once they are in the table. That estimate is calibrated by end-to-end measurements the search hands over
 (:meth:`LutLatencyPredictor.add_arch_measurements`: a few candidates before the search, then the finalists it measures
-side by side), under the glue key :data:`PARTS_GLUE`, whose offset stands for what the parts leave out (the task's head).
+side by side). It has a calibration of its own: its offset stands for what the parts leave out (the task's head), and
+its scale differs from that of sums over a network's decomposition.
 """
 
 from __future__ import annotations
@@ -33,9 +34,6 @@ from lnas.hardware.export import export_onnx
 from lnas.hardware.ort import LatencyResult, OrtLatencyEstimator, hardware_fingerprint
 from lnas.io import atomic_write_text, default_cache_dir
 from lnas.spaces.parts import Part
-
-PARTS_GLUE = "parts"
-"""The glue key of estimates from an arch's parts (their calibration offset covers what the parts leave out)."""
 
 
 def part_key(part: Part) -> str:
@@ -82,6 +80,8 @@ class LutLatencyPredictor(OrtLatencyEstimator):
         self.output_shapes: dict = {}  # block key -> output shape, so known blocks are not run when decomposing
         self.points: list[CalibrationPoint] = []
         self.calibration = Calibration()
+        self.arch_points: list[CalibrationPoint] = []  # estimates from the arch's parts have a calibration of their own
+        self.arch_calibration = Calibration()
         self.candidates_seen = 0
 
     # -- the table on disk ---------------------------------------------------------------------------------
@@ -153,11 +153,13 @@ class LutLatencyPredictor(OrtLatencyEstimator):
         entries = [self.table[key] for key in keys]
         return sum(e["ms"] for e in entries), sum(e["spread_ms"] for e in entries)
 
-    def predict_sum(self, keys: Sequence[str], input_shape: tuple[int, ...], glue: str = "") -> LatencyResult:
-        """The calibrated prediction for a candidate made of the table entries ``keys`` (a dictionary look-up each)."""
+    def predict_sum(self, keys: Sequence[str], input_shape: tuple[int, ...], glue: str = "", calibration: Calibration | None = None) -> LatencyResult:
+        """The prediction for a candidate made of the table entries ``keys`` (a dictionary look-up each), by ``calibration``
+        (default: that of decomposed networks)."""
+        calibration = calibration or self.calibration
         total, spread = self.table_sum(keys)
-        result = self._result([self.calibration(total, len(keys), glue)], input_shape)
-        result.spread_ms, result.block_medians_ms, result.method = self.calibration.scale * spread, [], "lut"
+        result = self._result([calibration(total, len(keys), glue)], input_shape)
+        result.spread_ms, result.block_medians_ms, result.method = calibration.scale * spread, [], "lut"
         return result
 
     def predict(self, model: nn.Module, input_shape: tuple[int, ...]) -> LatencyResult:
@@ -168,20 +170,20 @@ class LutLatencyPredictor(OrtLatencyEstimator):
 
     def estimate_arch(self, key: str, parts: Sequence[Part], input_shape: tuple[int, ...]) -> LatencyResult:
         """The calibrated prediction for a candidate given as its arch's parts: no network is built once they are in the table."""
-        return self.predict_sum(self.fill_parts(parts), input_shape, PARTS_GLUE)
+        return self.predict_sum(self.fill_parts(parts), input_shape, calibration=self.arch_calibration)
 
     @property
     def arch_calibration_wanted(self) -> int:
         """How many end-to-end measurements estimates from the arch still want before a search relies on them."""
-        return 0 if any(p.glue == PARTS_GLUE for p in self.points) else self.calibration_size
+        return 0 if self.arch_points else self.calibration_size
 
     def add_arch_measurements(self, measured: Sequence[tuple[Sequence[Part], float]]) -> Calibration:
-        """Record end-to-end measurements (ms) of candidates given as their parts and refit the calibration."""
+        """Record end-to-end measurements (ms) of candidates given as their parts and refit their calibration."""
         for parts, measured_ms in measured:
             keys = self.fill_parts(parts)
-            self.points.append(CalibrationPoint(self.table_sum(keys)[0], len(keys), measured_ms, PARTS_GLUE))
-        self.calibration = fit_calibration(self.points)
-        return self.calibration
+            self.arch_points.append(CalibrationPoint(self.table_sum(keys)[0], len(keys), measured_ms))
+        self.arch_calibration = fit_calibration(self.arch_points)
+        return self.arch_calibration
 
     def add_measurement(self, blocks: Sequence[BlockCall], measured_ms: float, glue: str = "") -> Calibration:
         """Record one end-to-end measurement of a decomposed candidate and refit the calibration."""
@@ -210,15 +212,19 @@ class LutLatencyPredictor(OrtLatencyEstimator):
         return self.predict_sum([b.key for b in blocks], input_shape, glue)
 
     def describe(self) -> str:
-        c = self.calibration
+        c, a = self.calibration, self.arch_calibration
+        arch = (f"; from the arch's parts: calibrated on {len(self.arch_points)} measured candidates (latency = {a.scale:.3f} x sum + "
+                f"{a.per_block_ms:.4f} ms x parts + {a.offset_ms:.3f} ms)") if self.arch_points else ""
         return (f"look-up table of {len(self.table)} blocks ({self.table_path}), calibrated on {len(self.points)} measured candidates "
                 f"(latency = {c.scale:.3f} x sum + {c.per_block_ms:.4f} ms x blocks + offset, {len(c.offsets_ms)} glue offset(s), "
-                f"mean {c.offset_ms:.3f} ms); measured with: {super().describe()}")
+                f"mean {c.offset_ms:.3f} ms){arch}; measured with: {super().describe()}")
 
     def state_dict(self) -> dict:
-        return {"points": [asdict(p) for p in self.points], "candidates_seen": self.candidates_seen}
+        return {"points": [asdict(p) for p in self.points], "arch_points": [asdict(p) for p in self.arch_points],
+                "candidates_seen": self.candidates_seen}
 
     def load_state_dict(self, state: dict) -> None:
         self.points = [CalibrationPoint(**p) for p in state["points"]]
+        self.arch_points = [CalibrationPoint(**p) for p in state.get("arch_points", [])]
         self.candidates_seen = int(state["candidates_seen"])
-        self.calibration = fit_calibration(self.points)
+        self.calibration, self.arch_calibration = fit_calibration(self.points), fit_calibration(self.arch_points)
