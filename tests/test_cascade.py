@@ -41,8 +41,9 @@ def test_the_finetune_shortlist_is_the_best_scored_feasible_candidates_then_the_
     board = Leaderboard([UP, FAST], [Constraint("latency_ms.d", 5.0)])
     for arch, score, latency in (("a", 3, 1), ("b", 2, 1), ("c", 9, 9), ("default", 1, 1), ("e", math.nan, 1), ("f", 0, 1)):
         board.add(Candidate(arch, {"score": score, "latency_ms.d": latency}))
-    assert [r.arch for r in shortlist(board, 2, board.constraints, None, always=["default"])] == ["a", "b", "default"]
-    assert [r.arch for r in shortlist(board, 3, board.constraints, None, always=["default", "c"])] == ["a", "b", "default"]  # c over budget
+    assert [r.arch for r in shortlist(board, 2, board.constraints, None, always=["default"])] == ["default", "a"]
+    assert [r.arch for r in shortlist(board, 3, board.constraints, None, always=["default", "c"])] == ["default", "a", "b"]  # c over budget
+    assert [r.arch for r in shortlist(board, 3, board.constraints, None, always=["f", "b", "default"])] == ["f", "b", "a"]  # always: half at most
     assert [r.arch for r in shortlist(board, 2, board.constraints, lambda r: r.arch != "a")] == ["b", "default"]
     by_latency = lambda r: -r.measures["latency_ms.d"] - 0.1 * r.score  # noqa: E731 - a second ranking: fastest, then lowest score
     assert [r.arch for r in shortlist(board, 3, board.constraints, None, rankings=[by_latency])] == ["a", "f", "b"]
@@ -157,7 +158,7 @@ def _scaling_search(tmp_path, monkeypatch, margin: float, scaling_loss: float,
     module = SupernetModule(space, ClassificationTask(3, head_width=16))
     hardware = HardwareLatency({"d": {"estimator": MeasuringFlopsLatency(1.0)}}, target_speedup=1.5)
     hardware.set_budgets_from_baseline({"d": baseline_mflops or module.arch_costs(space.default(), (3, 64, 64))[1] / 1e6})
-    search = ZeroShotSearch(Params(), num_candidates=8, finalists=1, finetune=2, finetune_steps=1, scalings=3, scaling_margin=margin,
+    search = ZeroShotSearch(Params(), num_candidates=8, finalists=1, finetune=6, finetune_steps=1, scalings=3, scaling_margin=margin,
                             output_dir=str(tmp_path))
     monkeypatch.setattr(SupernetModule, "finetune_loss",
                         lambda self, arch, batches, steps: scaling_loss if self.space.encode(arch) in search.scaling_keys else 1.0)

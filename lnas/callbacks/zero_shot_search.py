@@ -93,9 +93,9 @@ class ZeroShotSearch(L.Callback):
             them are scored (0: no screen; the strategy proposes the scored candidates itself).
         finalists: best feasible scored candidates measured again on every measuring device, side by side with the
             baseline, before the pick (0: none; the pick uses the latencies taken while scoring).
-        finetune: feasible (measured) candidates of the trained device, taken in turn from the predictor's ranking and
-            from each ensemble member's (:func:`~lnas.search.cascade.shortlist`), plus the space's default when feasible,
-            trained for ``finetune_steps`` steps from the supernet's weights; the pick is then the one with the lowest
+        finetune: feasible (measured) candidates of the trained device (:func:`~lnas.search.cascade.shortlist`): the
+            space's default and its scalings first (at most half of them), then in turn from the predictor's ranking
+            and from each ensemble member's, trained for ``finetune_steps`` steps from the supernet's weights; the pick is then the one with the lowest
             mean training loss over them (0: none; the pick is the best predicted accuracy). Needs a module with
             ``finetune_loss(arch, train_batches, steps)``.
         finetune_steps: training steps of each fine-tune.

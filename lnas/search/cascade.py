@@ -49,22 +49,22 @@ def finalists(board: Leaderboard, count: int, measured: set[str]) -> list[Candid
 
 def shortlist(board: Leaderboard, count: int, constraints: Sequence[Constraint], only: Callable[[Candidate], bool] | None,
               always: Sequence[str] = (), rankings: Sequence[Callable[[Candidate], float]] = ()) -> list[Candidate]:
-    """``count`` candidates that meet ``constraints`` (among those ``only`` accepts), then the feasible ones of
-    ``always`` (e.g. the space's default) that are not among them already.
+    """``count`` candidates that meet ``constraints`` (among those ``only`` accepts): first the feasible ones of ``always``
+    (e.g. the space's default and its scalings), in order, at most half of ``count`` (rounded up), then the rest.
 
-    The candidates are taken in turn from the score's ranking and from each of ``rankings`` (larger is better; e.g.
-    each ensemble member's), the best of each not taken yet: one predictor's bias does not fill the whole list.
+    The rest are taken in turn from the score's ranking and from each of ``rankings`` (larger is better; e.g. each
+    ensemble member's), the best of each not taken yet: one predictor's bias does not fill the whole list.
     """
     pool = [row for row in board.feasible(constraints) if math.isfinite(row.score) and (only is None or only(row))]
+    extra = [board.get(key) for key in dict.fromkeys(always) if key in board and board.is_feasible(board.get(key), constraints)]
+    chosen = extra[:count - count // 2]
     orders = [sorted(pool, key=key, reverse=True) for key in (board.objective, *rankings)]
-    chosen: list[Candidate] = []
-    while len(chosen) < min(count, len(pool)):
+    while len(chosen) < count and any(row not in chosen for row in pool):
         for order in orders:
             best = next((row for row in order if row not in chosen), None)
             if best is not None and len(chosen) < count:
                 chosen.append(best)
-    extra = [board.get(key) for key in always if key in board and board.is_feasible(board.get(key), constraints)]
-    return chosen + [row for row in extra if row not in chosen]
+    return chosen
 
 
 class Cascade:
