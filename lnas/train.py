@@ -2,7 +2,8 @@
 + check → latency of both measured side by side → report.
 
 ``train(cfg) -> dict`` does the work and is what tests call; ``main`` is the Hydra wrapper behind
-``python -m lnas.train +experiment=<task>``.
+``python -m lnas.train +experiment=<task>``. Every phase is resumable (:mod:`lnas.phases`): ``resume=<run folder>``
+continues a killed run with its saved config.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from lnas.callbacks import HardwareLatency, ZeroShotSearch
 from lnas.hardware.cost import count_flops, count_params
 from lnas.hardware.export import check_onnx_matches, export_onnx
 from lnas.io import atomic_write_text
+from lnas.phases import PhaseCheckpoint, last_checkpoint, load_result, phase_dir, save_result
 from lnas.predictors import data_free_predictor
 from lnas.report import headline, read_arch_yaml, write_pareto_plot, write_report
 from lnas.search.leaderboard import NoFeasibleCandidateError
@@ -49,8 +51,21 @@ class Contender:
 
 def make_trainer(cfg: DictConfig, out: Path, phase: str, epochs: int, callbacks: list[L.Callback]) -> L.Trainer:
     extra: list[L.Callback] = [RichProgressBar()] if cfg.trainer.get("enable_progress_bar", True) else []
-    return instantiate(cfg.trainer, max_epochs=epochs, callbacks=callbacks + extra, default_root_dir=str(out / phase),
+    checkpoint = PhaseCheckpoint(phase_dir(out, phase) / "checkpoints" / "last.ckpt")
+    return instantiate(cfg.trainer, max_epochs=epochs, callbacks=callbacks + [checkpoint] + extra, default_root_dir=str(out / phase),
                        logger=CSVLogger(str(out), name=phase, version=""))
+
+
+def fit_phase(cfg: DictConfig, out: Path, phase: str, epochs: int, callbacks: list[L.Callback], module: L.LightningModule,
+              datamodule: L.LightningDataModule) -> L.Trainer:
+    """Fit ``module`` for ``phase`` from the run's seed, or, resuming, from the phase's last checkpoint when it wrote one."""
+    L.seed_everything(cfg.seed, workers=True)
+    trainer = make_trainer(cfg, out, phase, epochs, callbacks)
+    checkpoint = last_checkpoint(out, phase) if cfg.get("resume") else None
+    if checkpoint is not None:
+        log.info("resuming the %s phase from %s", phase, checkpoint)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(checkpoint) if checkpoint else None)
+    return trainer
 
 
 def _given_arch(cfg: DictConfig, space: SearchSpace) -> Arch:
@@ -61,12 +76,36 @@ def _given_arch(cfg: DictConfig, space: SearchSpace) -> Arch:
 
 
 def train_and_test(cfg: DictConfig, out: Path, phase: str, model: TaskModel, task: Task, datamodule: L.LightningDataModule) -> dict:
-    """Train ``model`` with the final recipe for ``final_epochs``; return its test metrics (keys without the ``test/`` prefix)."""
+    """Train ``model`` with the final recipe for ``final_epochs``; return its test metrics (keys without the ``test/`` prefix).
+    A phase that finished in an earlier process of the run (``resume=``) is not run again: its weights and metrics are read back."""
+    done = load_result(out, phase) if cfg.get("resume") else None
+    if done is not None:
+        model.load_state_dict(done["model"])
+        log.info("the %s phase finished before: its weights and test metrics are read back", phase)
+        return done["metrics"]
     module = FinalModule(model, task, instantiate(cfg.optimizer))
-    trainer = make_trainer(cfg, out, phase, cfg.final_epochs, [])
-    trainer.fit(module, datamodule=datamodule)
+    trainer = fit_phase(cfg, out, phase, cfg.final_epochs, [], module, datamodule)
     results = trainer.test(module, datamodule=datamodule, verbose=False)[0]
-    return {key.removeprefix("test/"): float(value) for key, value in results.items()}
+    metrics = {key.removeprefix("test/"): float(value) for key, value in results.items()}
+    save_result(out, phase, {"model": model.state_dict(), "metrics": metrics})
+    return metrics
+
+
+def search_phase(cfg: DictConfig, out: Path, supernet: SupernetModule, search: ZeroShotSearch, hardware: HardwareLatency,
+                 datamodule: L.LightningDataModule) -> Arch:
+    """Train the supernet while ``search`` searches (Trainer #1); the pick. Resuming a run whose search finished, the
+    supernet, the search and the latencies are read back instead."""
+    done = load_result(out, "warmup") if cfg.get("resume") else None
+    if done is None:
+        fit_phase(cfg, out, "warmup", cfg.warmup_epochs, [search, hardware], supernet, datamodule)
+        save_result(out, "warmup", {"supernet": supernet.state_dict(), "search": search.state_dict(), "hardware": hardware.state_dict()})
+        return search.chosen
+    log.info("the warmup phase (search) finished before: the supernet, the search and its pick are read back")
+    supernet.load_state_dict(done["supernet"])
+    hardware.load_state_dict(done["hardware"])
+    search.load_state_dict(done["search"])
+    search.configure(supernet.space, hardware)
+    return search.chosen
 
 
 def _latencies(hardware: HardwareLatency, contenders: list[Contender], onnx_paths: list[Path], input_shape: tuple[int, ...]) -> dict[str, list]:
@@ -151,8 +190,7 @@ def train(cfg: DictConfig) -> dict:
         if not baseline.arch:  # a timm model: on the leaderboard for comparison (the space default is a candidate)
             search.add_reference(baseline.name, baseline.model)
         search.set_baseline(baseline.arch or baseline.name, baseline.model)
-        make_trainer(cfg, out, "warmup", cfg.warmup_epochs, [search, hardware]).fit(supernet, datamodule=datamodule)
-        arch = search.chosen
+        arch = search_phase(cfg, out, supernet, search, hardware, datamodule)
     else:
         arch = _given_arch(cfg, space)
         log.info("training the given arch %s from scratch (search skipped)", space.encode(arch))
@@ -212,14 +250,29 @@ def train(cfg: DictConfig) -> dict:
     return summary
 
 
+def resumed_config(cfg: DictConfig) -> DictConfig:
+    """With ``resume=<run folder>``: that run's saved config (``.hydra/config.yaml``) writing into that folder; else ``cfg``."""
+    if not cfg.get("resume"):
+        return cfg
+    folder = Path(cfg.resume)
+    saved = folder / ".hydra" / "config.yaml"
+    if not saved.exists():
+        raise FileNotFoundError(f"resume={cfg.resume}: {saved} not found; resume takes the folder of a run of python -m lnas.train "
+                                "(it holds .hydra/config.yaml and one folder per phase)")
+    resumed = OmegaConf.load(saved)
+    resumed.output_dir, resumed.resume = str(folder), str(folder)
+    return resumed
+
+
 USER_ERRORS = (NoFeasibleCandidateError, InstantiationException, ValueError, FileNotFoundError)  # ValueError: bad arch, data, baseline
 
 
 @hydra.main(config_path="pkg://lnas.conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point; user errors end the run with their message and exit status 1."""
-    log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
     try:
+        cfg = resumed_config(cfg)
+        log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
         summary = train(cfg)
     except USER_ERRORS as error:
         log.error("%s: %s", type(error).__name__, error)

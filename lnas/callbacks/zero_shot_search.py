@@ -24,6 +24,7 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
 import lightning as L
@@ -596,14 +597,23 @@ class ZeroShotSearch(L.Callback):
     def state_dict(self) -> dict:
         if self.leaderboard is None:
             return {}
+        space = self.cascade.space
         return {"leaderboard": self.leaderboard.state_dict(), "strategy": self.strategy.state_dict(), "promotions": list(self.cascade.promotions),
-                "screened": self.cascade.screened, "scalings": self.scaling_keys}
+                "screened": self.cascade.screened, "scalings": self.scaling_keys, "stage_seconds": dict(self.stage_seconds),
+                "measured_count": self.measured_count, "calibrated_count": self.calibrated_count,
+                "picks": {device: asdict(row) for device, row in self.picks.items()},
+                "chosen": space.encode(self.chosen) if self.chosen is not None else None}
 
     def _apply_restored(self) -> None:
         self.leaderboard.load_state_dict(self._restored["leaderboard"])
         self.strategy.load_state_dict(self._restored["strategy"])
         self.cascade.promotions = list(self._restored.get("promotions", []))
         self.cascade.screened = bool(self._restored.get("screened", False))
+        self.stage_seconds = dict(self._restored.get("stage_seconds", {}))
+        self.measured_count, self.calibrated_count = self._restored.get("measured_count", 0), self._restored.get("calibrated_count", 0)
+        self.picks = {device: Candidate(**row) for device, row in self._restored.get("picks", {}).items()}
+        chosen = self._restored.get("chosen")
+        self.chosen = self.cascade.space.decode(chosen) if chosen is not None else None
         self.scaling_keys = self._restored.get("scalings")
 
     def load_state_dict(self, state_dict: dict) -> None:
