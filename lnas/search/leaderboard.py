@@ -102,7 +102,8 @@ class Leaderboard:
         self._scored(candidate)
 
     def _scored(self, candidate: Candidate) -> None:
-        self.rescore()
+        if candidate.components:  # a row without components leaves the population's aggregate as it is
+            self.rescore()
         if candidate.stage == "screen":  # a screened row has a cheap score only
             return
         bad = [f"{k}={v}" for k, v in candidate.components.items() if not math.isfinite(v)]
