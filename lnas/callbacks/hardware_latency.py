@@ -168,9 +168,12 @@ class HardwareLatency(L.Callback):
         if key not in self.cache:
             measures, spreads, errors = {}, {}, []
             for target in self.targets:
-                by_parts = parts is not None and hasattr(target.estimator, "estimate_arch")
+                estimator = target.estimator
                 try:
-                    result = target.estimator.estimate_arch(key, parts, input_shape) if by_parts else target.estimator.estimate(key, model, input_shape)
+                    if parts is not None and hasattr(estimator, "estimate_arch"):
+                        result = estimator.estimate_arch(key, parts, input_shape)
+                    else:
+                        result = estimator.estimate(key, model, input_shape)
                     measures[target.measure], spreads[target.measure] = result.median_ms, result.spread_ms
                 except Exception as error:  # noqa: BLE001 - any exporter/runtime/lookup failure marks the candidate infeasible
                     measures[target.measure] = spreads[target.measure] = math.nan

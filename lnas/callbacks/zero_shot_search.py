@@ -96,8 +96,8 @@ class ZeroShotSearch(L.Callback):
             baseline, before the pick (0: none; the pick uses the latencies taken while scoring).
         finetune: feasible (measured) candidates of the trained device (:func:`~lnas.search.cascade.shortlist`): the
             space's default and its scalings first (at most half of them), then in turn from the predictor's ranking
-            and from each ensemble member's, trained for ``finetune_steps`` steps from the supernet's weights; the pick is then the one with the lowest
-            mean training loss over them (0: none; the pick is the best predicted accuracy). Needs a module with
+            and from each ensemble member's, trained for ``finetune_steps`` steps from the supernet's weights; the pick
+            is then the one with the lowest mean training loss over them (0: none; the pick is the best predicted accuracy). Needs a module with
             ``finetune_loss(arch, train_batches, steps)``.
         finetune_steps: training steps of each fine-tune.
         scalings: how many uniformly scaled-down versions of the space's default (:meth:`SearchSpace.scalings`) are
@@ -355,12 +355,14 @@ class ZeroShotSearch(L.Callback):
         calibrate their latency estimates from the arch before the search relies on them."""
         space = pl_module.space
         generator = torch.Generator().manual_seed(self.seed)
-        archs = {space.encode(arch): arch for arch in [space.default()] + [space.sample(generator) for _ in range(self.hardware.arch_calibration_wanted() - 1)]}
+        samples = [space.sample(generator) for _ in range(self.hardware.arch_calibration_wanted() - 1)]
+        archs = {space.encode(arch): arch for arch in [space.default(), *samples]}
         models = {key: pl_module.candidate(arch, inherit=self.inherit_weights, seed=self.seed) for key, arch in archs.items()}
         results = self.hardware.measure_side_by_side(models, input_shape)
         self.hardware.recalibrate({key: space.parts(arch, input_shape) for key, arch in archs.items()}, results, input_shape)
         self.calibrated_count = len(archs)
-        rank_zero_info(f"ZeroShotSearch measured {len(archs)} candidates to calibrate the latency estimates from the arch: {self.hardware.describe()}")
+        rank_zero_info(f"ZeroShotSearch measured {len(archs)} candidates to calibrate the latency estimates from the arch: "
+                       f"{self.hardware.describe()}")
 
     @contextmanager
     def _timed(self, stage: str) -> Iterator[None]:
