@@ -43,12 +43,16 @@ class PhaseCheckpoint(L.Callback):
         trainer.strategy.barrier()
 
     def state_dict(self) -> dict:
-        return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+        """The random states as tensors and plain values (what a weights-only checkpoint load accepts)."""
+        name, keys, position, has_gauss, cached = np.random.get_state()
+        return {"torch": torch.get_rng_state(), "python": random.getstate(),
+                "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached)]}
 
     def load_state_dict(self, state_dict: dict) -> None:
         torch.set_rng_state(state_dict["torch"])
         random.setstate(state_dict["python"])
-        np.random.set_state(state_dict["numpy"])
+        name, keys, position, has_gauss, cached = state_dict["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
 
 
 def phase_dir(out: Path, phase: str) -> Path:

@@ -172,8 +172,9 @@ def render_report(summary: dict) -> str:
         f"- task: {summary['task']} (experiment `{summary['experiment']}`); primary metric {label} on the test split",
         f"- pick ({'not trained' if summary.get('data_free') else 'trained'}, the search's pick for {first}): `{summary['pick']['arch']}`",
         f"- baseline: {summary['baseline']['name']}",
-        f"- candidates scored: {summary['candidates_scored']} ({summary['candidates_feasible']} feasible on every device) "
-        f"with proxy `{summary['proxy']}`",
+        f"- candidates scored: {summary['candidates_scored']} with proxy `{summary['proxy']}`, of "
+        f"{summary.get('candidates_screened', summary['candidates_scored'])} on the leaderboard ({summary['candidates_feasible']} "
+        "feasible on every device)",
         f"- latency budget: {budget}",
         f"- search time per stage: {describe_stages(summary.get('search_stages', {}))}",
         f"- hardware: {summary['hardware']}",

@@ -53,7 +53,7 @@ def make_trainer(cfg: DictConfig, out: Path, phase: str, epochs: int, callbacks:
     extra: list[L.Callback] = [RichProgressBar()] if cfg.trainer.get("enable_progress_bar", True) else []
     checkpoint = PhaseCheckpoint(phase_dir(out, phase) / "checkpoints" / "last.ckpt")
     return instantiate(cfg.trainer, max_epochs=epochs, callbacks=callbacks + [checkpoint] + extra, default_root_dir=str(out / phase),
-                       logger=CSVLogger(str(out), name=phase, version=""))
+                       logger=CSVLogger(str(out), name=phase, version=""), enable_checkpointing=False)  # PhaseCheckpoint saves
 
 
 def fit_phase(cfg: DictConfig, out: Path, phase: str, epochs: int, callbacks: list[L.Callback], module: L.LightningModule,
@@ -231,7 +231,8 @@ def train(cfg: DictConfig) -> dict:
         "target_speedup": hardware.target_speedup,
         "search_picks": {device: {"arch": row.arch, "score": row.score, **{k: v for k, v in row.measures.items()}}
                          for device, row in search.picks.items()} if search else {},
-        "candidates_scored": len(search.leaderboard.candidates()) if search else 0,
+        "candidates_screened": len(search.leaderboard.candidates()) if search else 0,
+        "candidates_scored": len(search.scored()) if search else 0,
         "candidates_feasible": len(search.leaderboard.feasible()) if search else 0,
         "search_stages": search.stage_report() if search else {},
         "proxy": proxy.name + (f" ({', '.join(proxy.used)})" if hasattr(proxy, "used") else ""),

@@ -18,8 +18,10 @@ from lnas.io import data_dir
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REQUIRE_SHARED_DATA_ENV = "LNAS_REQUIRE_SHARED_DATA"
-QUICK_LATENCY = [f"hardware.devices.cpu.estimator.{name}={value}" for name, value in (("warmup", 1), ("runs", 2), ("repeats", 1))]
-"""Overrides for runs on ``hardware=ort_cpu`` whose latency values do not matter (a few runs instead of the protocol)."""
+QUICK_LATENCY = [f"hardware.devices.cpu.estimator.{name}={value}"
+                 for name, value in (("warmup", 1), ("runs", 2), ("repeats", 1), ("calibration_size", 2))]
+"""Overrides for runs on the default ``hardware=lut_cpu`` whose latency values do not matter (a few runs instead of the
+protocol, two candidates measured to calibrate the table)."""
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from lnas.report import headline
 from lnas.spaces.base import FeatureInfo
 from lnas.train import train
 
-SMALL_SEARCH = ["warmup_epochs=1", "search.num_candidates=5", "search.scalings=2", "search.finalists=2", "hardware.target_speedup=null",
-                "data.num_batches=2", "data.batch_size=4", *QUICK_LATENCY]
+SMALL_SEARCH = ["warmup_epochs=1", "search.num_candidates=5", "search.screen=30", "search.scalings=2", "search.finalists=2",
+                "hardware.target_speedup=null", "data.num_batches=2", "data.batch_size=4", *QUICK_LATENCY]
 
 
 def test_the_predictor_keeps_only_members_that_score_without_data():
@@ -78,7 +78,8 @@ def test_a_data_free_run_searches_measures_and_reports_without_training(compose_
     out = tmp_path / experiment
     summary = train(compose_cfg(f"+experiment={experiment}", "data=characteristics", *extra, *SMALL_SEARCH, f"output_dir={out}"))
     rows = list(csv.DictReader((out / "leaderboard.csv").open()))
-    assert len(rows) == summary["candidates_scored"] >= 5 and summary["pick"]["arch"] == rows[0]["arch"]
+    assert len(rows) == summary["candidates_screened"] >= 30 and summary["pick"]["arch"] == rows[0]["arch"]
+    assert sum(row["stage"] != "screen" for row in rows) == summary["candidates_scored"] == 5  # the cascade: screened, then scored
     assert "proxy.jacob_cov" not in rows[0] and {"proxy.synflow", "proxy.expressivity"} <= set(rows[0])
     assert summary["data_free"]["left_out"] == {"jacob_cov": "needs real images"}
     assert summary["pick"]["metrics"] == {} and not summary["pick"]["trained"] and not summary["baseline"]["trained"]

@@ -18,7 +18,7 @@ from lnas.hardware import Nb201LatencyTable, check_onnx_matches
 from lnas.report import headline
 from lnas.search import NoFeasibleCandidateError
 from lnas.spaces.nb201 import NB201Space
-from lnas.tasks import FinalModule, SupernetModule
+from lnas.tasks import SupernetModule
 from lnas.train import train
 
 RESULT_FILES = ("arch.yaml", "leaderboard.csv", "model.onnx", "baseline.onnx", "report.md")
@@ -60,7 +60,8 @@ def test_fast_run_writes_all_result_files(fast_run):
     assert report.startswith(f"# {headline(summary)}\n") and " than space default r" in report.splitlines()[0]
     stages = summary["search_stages"]
     assert stages["score"]["candidates"] == cfg.search.num_candidates and stages["score"]["seconds"] > 0
-    assert stages["measure"]["candidates"] >= 1 and f"- search time per stage: score {cfg.search.num_candidates} in " in report
+    assert stages["measure"]["candidates"] >= 1 and f", score {cfg.search.num_candidates} in " in report
+    assert stages["calibrate"]["candidates"] == cfg.hardware.devices.cpu.estimator.calibration_size  # the table, before the search
     for text in (chosen["arch"], "test map", "candidates scored: 6", "latency", "ensemble (flops, synflow", "same final recipe"):
         assert text in report
     assert summary["pick"]["trained"] and summary["baseline"]["trained"]
@@ -75,14 +76,11 @@ def test_exported_onnx_matches_the_trained_pytorch_model(fast_run):
     cfg, out, summary, _ = fast_run
     space, task = instantiate(cfg.space), instantiate(cfg.task)(num_classes=3)
     model = SupernetModule(space, task).candidate(space.decode(summary["pick"]["arch"]), inherit=False)
-    final = FinalModule(model, task)
-    checkpoint = next((out / "final" / "checkpoints").glob("*.ckpt"))
-    final.load_state_dict(torch.load(checkpoint, weights_only=False)["state_dict"])
-    assert check_onnx_matches(final.model, out / "model.onnx", torch.rand(3, 3, 64, 64)) < 1e-3
+    model.load_state_dict(torch.load(out / "final" / "result.pt", weights_only=False)["model"])  # the trained weights of the phase
+    assert check_onnx_matches(model, out / "model.onnx", torch.rand(3, 3, 64, 64)) < 1e-3
     baseline = SupernetModule(space, task).candidate(space.default(), inherit=False)
-    baseline_final = FinalModule(baseline, task)
-    baseline_final.load_state_dict(torch.load(next((out / "baseline" / "checkpoints").glob("*.ckpt")), weights_only=False)["state_dict"])
-    assert check_onnx_matches(baseline_final.model, out / "baseline.onnx", torch.rand(2, 3, 64, 64)) < 1e-3
+    baseline.load_state_dict(torch.load(out / "baseline" / "result.pt", weights_only=False)["model"])
+    assert check_onnx_matches(baseline, out / "baseline.onnx", torch.rand(2, 3, 64, 64)) < 1e-3
     assert summary["onnx_max_abs_diff"] < 1e-3
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-# Two epochs per phase (a checkpoint after the first); latency from the look-up table only (a shared table, raw sums,
+# Two epochs per phase (a checkpoint after the first), the cascade's screen on; latency from the look-up table only (a shared table, raw sums,
 # no finalists measured), so two runs see the same latencies and only the resume can make them differ.
-RUN = ["+experiment=classification", "+debug=fast", "warmup_epochs=2", "final_epochs=2", "search.finalists=0",
+RUN = ["+experiment=classification", "+debug=fast", "warmup_epochs=2", "final_epochs=2", "search.screen=24", "search.finalists=0",
        "hardware.target_speedup=null", "hardware.devices.cpu.target_latency_ms=1000", "hardware.devices.cpu.estimator.calibration_size=0"]
 
 

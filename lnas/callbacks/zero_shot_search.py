@@ -517,7 +517,8 @@ class ZeroShotSearch(L.Callback):
         if self._scoring_batch is None:
             self._scoring_batch = move_data_to_device(scoring_batch(_training_data(trainer), self.scoring_batch_size, self.seed, fallback=batch),
                                                       pl_module.device)
-        self._score_until(math.ceil(progress * self.num_candidates), trainer, pl_module, self._scoring_batch)
+        with torch.random.fork_rng(devices=[]):  # the search leaves the training's random stream as it found it
+            self._score_until(math.ceil(progress * self.num_candidates), trainer, pl_module, self._scoring_batch)
         scored = self.leaderboard.candidates()
         if scored:
             best = max(scored, key=self.leaderboard.objective)
@@ -566,6 +567,12 @@ class ZeroShotSearch(L.Callback):
         return atomic_write_text(path, yaml.safe_dump(clean, sort_keys=False))
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        with torch.random.fork_rng(devices=[]):
+            self._finish(trainer, pl_module)
+
+    def _finish(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """The search's last stages (the rest of the scoring, finalists, fine-tune), the picks and the files; the pick is
+        broadcast to every rank."""
         if self._scoring_batch is not None:
             self._score_until(self.num_candidates, trainer, pl_module, self._scoring_batch)
         chosen, error = None, None
