@@ -7,7 +7,7 @@
    what would make two runs differ for reasons other than the sharding taken out: no finalists and no fine-tune (both
    measure on the device, and measurements are noisy), the latency the raw look-up-table sum (no end-to-end calibration
    measurements; the table on disk is shared, so every part has one value), and an absolute budget. Both leaderboards
-   (arch, stage, each ensemble member's score and the latency of every scored candidate, :func:`same_leaderboard`) and
+   (the scored candidates, each one's stage, ensemble member scores and latency, :func:`same_leaderboard`) and
    both picks are compared; the speed-up is the score stage's candidates per second of the two runs.
 """
 
@@ -42,16 +42,19 @@ def scored_rows(run_dir: Path) -> list[dict]:
 
 
 def same_leaderboard(first: list[dict], second: list[dict], rel: float) -> bool:
-    """The same candidates in the same order and stages, each ensemble member's score and each latency within ``rel``
-    of each other. (The aggregated score is left out: one process uses both cores' threads, each of two processes one,
-    so float sums differ in their last digits, and a rank aggregate turns that into swaps between near-ties.)"""
+    """The same candidates, each in the same stage, each ensemble member's score and each latency within ``rel`` of each
+    other. (Neither the aggregated score nor the leaderboard order, which follows it: one process uses both cores'
+    threads, each of two processes one, so float sums differ in their last digits, and a rank aggregate turns that into
+    swaps between near-ties.)"""
     def close(a: str, b: str) -> bool:
         x, y = float(a), float(b)
         return x == y or abs(x - y) <= rel * max(abs(x), abs(y))
 
     columns = [c for c in first[0] if c.startswith(("proxy.", "latency_ms."))] if first else []
-    return len(first) == len(second) and all(
-        (a["arch"], a["stage"]) == (b["arch"], b["stage"]) and all(close(a[c], b[c]) for c in columns) for a, b in zip(first, second, strict=True))
+    by_arch = {row["arch"]: row for row in second}
+    return len(first) == len(second) == len(by_arch) and all(
+        row["arch"] in by_arch and row["stage"] == by_arch[row["arch"]]["stage"] and all(close(row[c], by_arch[row["arch"]][c]) for c in columns)
+        for row in first)
 
 
 def score_rate(summary: dict) -> float:
