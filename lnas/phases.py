@@ -37,7 +37,7 @@ class PhaseCheckpoint(L.Callback):
         if trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs:
             return
         partial = self.path.with_name(self.path.name + ".partial")
-        trainer.save_checkpoint(partial)
+        trainer.save_checkpoint(partial, weights_only=False)  # the full state: optimizer, loops, callbacks
         if trainer.is_global_zero:
             os.replace(partial, self.path)
         trainer.strategy.barrier()
@@ -76,7 +76,12 @@ def load_result(out: Path, phase: str) -> dict | None:
     return torch.load(path, weights_only=False) if path.exists() else None
 
 
+def checkpoint_path(out: Path, phase: str) -> Path:
+    """Where :class:`PhaseCheckpoint` keeps the phase's last checkpoint."""
+    return phase_dir(out, phase) / "checkpoints" / CHECKPOINT
+
+
 def last_checkpoint(out: Path, phase: str) -> Path | None:
     """The phase's last checkpoint, if it wrote one."""
-    path = phase_dir(out, phase) / "checkpoints" / CHECKPOINT
+    path = checkpoint_path(out, phase)
     return path if path.exists() else None

@@ -27,7 +27,7 @@ from lnas.callbacks import HardwareLatency, ZeroShotSearch
 from lnas.hardware.cost import count_flops, count_params
 from lnas.hardware.export import check_onnx_matches, export_onnx
 from lnas.io import atomic_write_text
-from lnas.phases import PhaseCheckpoint, last_checkpoint, load_result, phase_dir, save_result
+from lnas.phases import PhaseCheckpoint, checkpoint_path, last_checkpoint, load_result, save_result
 from lnas.predictors import data_free_predictor
 from lnas.report import headline, read_arch_yaml, write_pareto_plot, write_report
 from lnas.search.leaderboard import NoFeasibleCandidateError
@@ -51,7 +51,7 @@ class Contender:
 
 def make_trainer(cfg: DictConfig, out: Path, phase: str, epochs: int, callbacks: list[L.Callback]) -> L.Trainer:
     extra: list[L.Callback] = [RichProgressBar()] if cfg.trainer.get("enable_progress_bar", True) else []
-    checkpoint = PhaseCheckpoint(phase_dir(out, phase) / "checkpoints" / "last.ckpt")
+    checkpoint = PhaseCheckpoint(checkpoint_path(out, phase))
     return instantiate(cfg.trainer, max_epochs=epochs, callbacks=callbacks + [checkpoint] + extra, default_root_dir=str(out / phase),
                        logger=CSVLogger(str(out), name=phase, version=""), enable_checkpointing=False)  # PhaseCheckpoint saves
 

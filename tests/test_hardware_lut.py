@@ -208,3 +208,17 @@ def test_hardware_recalibrates_from_measurements_and_estimates_the_others_again(
     assert hardware.evaluate("wide", nn.Identity(), (3, 32, 32)).measures["latency_ms.cpu"] == after  # the cache holds the new estimate
     broken = hardware.evaluate("broken", nn.Identity(), (3, 32, 32), [narrow_parts[0].__class__("bad", nn.Identity, lambda: (1, 2))])
     assert "not measured" in broken.errors[0] and broken.measures["latency_ms.cpu"] != broken.measures["latency_ms.cpu"]  # NaN
+
+
+def test_hardware_needs_the_network_only_when_a_device_measures_it(tmp_path):
+    lut = LutLatencyPredictor(**QUICK, cache_dir=tmp_path)
+    space, narrow, narrow_parts = _staged_parts(0.5)
+    from_parts = HardwareLatency({"cpu": {"estimator": lut}})
+    assert not from_parts.needs_network("narrow", narrow_parts) and from_parts.needs_network("narrow", None)
+    estimate = from_parts.evaluate("narrow", None, (3, 32, 32), narrow_parts).measures["latency_ms.cpu"]
+    assert estimate == pytest.approx(lut.estimate_arch("narrow", narrow_parts, (3, 32, 32)).median_ms)
+    assert not from_parts.needs_network("narrow", None)  # cached by key
+    with pytest.raises(ValueError, match="needs the network"):
+        from_parts.evaluate("other", None, (3, 32, 32))
+    bounded = HardwareLatency({"cpu": {"estimator": lut}}, max_activation_mb=10.0)
+    assert bounded.needs_network("narrow", narrow_parts)  # peak memory is taken from the network

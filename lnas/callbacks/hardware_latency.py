@@ -12,13 +12,13 @@ state, if it has one), so a resumed run does not measure twice.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import lightning as L
 from torch import nn
 
-from lnas.hardware.base import LatencyEstimator
+from lnas.hardware.base import LatencyEstimator, LatencyResult
 from lnas.hardware.memory import peak_activation_bytes
 from lnas.search.objectives import FLOPS, MEMORY, PARAMS, Constraint, latency_measure
 
@@ -162,27 +162,46 @@ class HardwareLatency(L.Callback):
             self.baseline_latency_ms[target.name] = latency
             target.target_latency_ms = latency / self.target_speedup
 
-    def evaluate(self, key: str, model: nn.Module, input_shape: tuple[int, ...], parts: Sequence | None = None) -> HardwareResult:
+    def needs_network(self, key: str, parts: Sequence | None) -> bool:
+        """Whether :meth:`evaluate` of ``key`` needs its network: it is not cached, and a device measures the network
+        rather than estimating from the ``parts`` (or peak memory is bounded)."""
+        return key not in self.cache and (parts is None or self.max_activation_mb is not None
+                                           or any(not hasattr(t.estimator, "estimate_arch") for t in self.targets))
+
+    def evaluate(self, key: str, model: nn.Module | None, input_shape: tuple[int, ...], parts: Sequence | None = None) -> HardwareResult:
         """Latency on every device (and peak memory when bounded) of ``model``, identified by ``key``, for inputs ``(C, H, W)``.
-        Given the arch's ``parts``, a device that estimates latency from them (:meth:`estimate_arch`) does so."""
+        Given the arch's ``parts``, a device that estimates latency from them (:meth:`estimate_arch`) does so; ``model``
+        may then be None unless :meth:`needs_network`."""
         if key not in self.cache:
-            measures, spreads, errors = {}, {}, []
-            for target in self.targets:
-                estimator = target.estimator
-                try:
-                    if parts is not None and hasattr(estimator, "estimate_arch"):
-                        result = estimator.estimate_arch(key, parts, input_shape)
-                    else:
-                        result = estimator.estimate(key, model, input_shape)
-                    measures[target.measure], spreads[target.measure] = result.median_ms, result.spread_ms
-                except Exception as error:  # noqa: BLE001 - any exporter/runtime/lookup failure marks the candidate infeasible
-                    measures[target.measure] = spreads[target.measure] = math.nan
-                    errors.append(f"{target.measure} not measured: {type(error).__name__}: {error}"[:300])
+            if model is None and self.needs_network(key, parts):
+                raise ValueError(f"hardware.evaluate({key!r}) needs the network: a device measures it or peak memory is bounded")
+
+            def latency(estimator: LatencyEstimator) -> LatencyResult:
+                if parts is not None and hasattr(estimator, "estimate_arch"):
+                    return estimator.estimate_arch(key, parts, input_shape)
+                return estimator.estimate(key, model, input_shape)
+
+            result = self._each_device(self.targets, latency, "not measured")
             if self.max_activation_mb is not None:
-                measures[MEMORY] = peak_activation_bytes(model, input_shape) / 1e6
-            self.cache[key] = {"measures": measures, "spreads": spreads, "errors": errors}
+                result.measures[MEMORY] = peak_activation_bytes(model, input_shape) / 1e6
+            self.cache[key] = {"measures": result.measures, "spreads": result.spreads, "errors": result.errors}
         entry = self.cache[key]
         return HardwareResult(dict(entry["measures"]), dict(entry["spreads"]), list(entry["errors"]))
+
+    @staticmethod
+    def _each_device(targets: Sequence[LatencyTarget], latency: Callable[[LatencyEstimator], LatencyResult],
+                     failed: str) -> HardwareResult:
+        """``latency(estimator)`` of each target; a device whose latency fails gets NaN and the reason (the candidate is
+        then infeasible there)."""
+        measures, spreads, errors = {}, {}, []
+        for target in targets:
+            try:
+                result = latency(target.estimator)
+                measures[target.measure], spreads[target.measure] = result.median_ms, result.spread_ms
+            except Exception as error:  # noqa: BLE001 - any exporter/runtime/lookup failure marks the candidate infeasible
+                measures[target.measure] = spreads[target.measure] = math.nan
+                errors.append(f"{target.measure} {failed}: {type(error).__name__}: {error}"[:300])
+        return HardwareResult(measures, spreads, errors)
 
     def arch_measures(self) -> list[str]:
         """The latency measures the devices can estimate from the arch alone (the screen stage of the cascade)."""
@@ -190,16 +209,8 @@ class HardwareLatency(L.Callback):
 
     def estimate_arch(self, key: str, parts: Sequence, input_shape: tuple[int, ...]) -> HardwareResult:
         """Latency on every device that can estimate it from the arch's parts alone (no network built, nothing exported)."""
-        measures, spreads, errors = {}, {}, []
-        for target in self.targets:
-            if hasattr(target.estimator, "estimate_arch"):
-                try:
-                    result = target.estimator.estimate_arch(key, parts, input_shape)
-                    measures[target.measure], spreads[target.measure] = result.median_ms, result.spread_ms
-                except Exception as error:  # noqa: BLE001 - an estimate that fails marks the candidate infeasible, as in evaluate
-                    measures[target.measure] = spreads[target.measure] = math.nan
-                    errors.append(f"{target.measure} not estimated: {type(error).__name__}: {error}"[:300])
-        return HardwareResult(measures, spreads, errors)
+        return self._each_device([t for t in self.targets if hasattr(t.estimator, "estimate_arch")],
+                                 lambda estimator: estimator.estimate_arch(key, parts, input_shape), "not estimated")
 
     def arch_calibration_wanted(self) -> int:
         """How many candidates the search should measure end to end (:meth:`recalibrate`) before it relies on estimates

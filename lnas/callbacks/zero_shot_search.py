@@ -265,9 +265,9 @@ class ZeroShotSearch(L.Callback):
         """Every device's latency of ``row`` (from its arch's parts where a device estimates from them)."""
         if self.hardware is None:
             return
-        if model is None:
-            model = pl_module.candidate(arch, inherit=self.inherit_weights, seed=self.seed)
         parts = pl_module.space.parts(arch, input_shape) if arch is not None and hasattr(pl_module, "arch_costs") else None
+        if model is None and self.hardware.needs_network(row.arch, parts):
+            model = pl_module.candidate(arch, inherit=self.inherit_weights, seed=self.seed)
         result = self.hardware.evaluate(row.arch, model, input_shape, parts)
         row.measures.update(result.measures)
         row.spreads.update(result.spreads)
