@@ -1,9 +1,10 @@
+import inspect
 from pathlib import Path
 
 import lnas.conf
 import pytest
 from hydra.errors import MissingConfigException
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 
 EXPERIMENTS = sorted(p.stem for p in (Path(lnas.conf.__file__).parent / "experiment").glob("*.yaml"))
 
@@ -26,7 +27,27 @@ def test_every_experiment_composes_and_instantiates(compose_cfg, tmp_path, exper
     assert search.proxy is proxy and hardware.devices == ["cpu"] and (hardware.target_speedup is None) == bool(debug)
     instantiate(cfg.trainer, max_epochs=1, logger=False, enable_checkpointing=False)
     if debug:
-        assert cfg.data.num_train <= 64 and cfg.final_epochs == 1
+        assert cfg.trainer.limit_train_batches <= 2 and cfg.final_epochs == 1
+
+
+def _init_arguments(cls: type) -> set[str]:
+    """The keyword arguments ``cls(...)`` takes, following ``**kwargs`` up to the base classes."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        parameters = inspect.signature(klass.__init__).parameters.values()
+        names |= {p.name for p in parameters if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)} - {"self"}
+        if not any(p.kind == p.VAR_KEYWORD for p in parameters):
+            return names
+    return names
+
+
+def test_debug_fast_sets_only_what_every_data_module_takes(compose_cfg, tmp_path):
+    """``+debug=fast`` works with any ``data=`` (a smoke run on real images or on data characteristics alone)."""
+    root = Path(lnas.conf.__file__).parent
+    for option in sorted(p.stem for p in (root / "data").glob("*.yaml")):
+        cfg = compose_cfg("+experiment=detection", f"data={option}", "+debug=fast", f"output_dir={tmp_path}")
+        assert set(cfg.data) - {"_target_"} <= _init_arguments(get_class(cfg.data._target_)), option
+        assert cfg.data.image_size == 64 and cfg.data.batch_size == 16
 
 
 def test_every_config_group_option_instantiates(compose_cfg, tmp_path):
