@@ -22,12 +22,13 @@ from lnas.tasks import ClassificationTask, SupernetModule
 UP, FAST = Objective("score", "maximize"), Objective("latency_ms.d", "minimize")
 
 
-def test_promotion_order_takes_feasible_fronts_first_then_the_cheap_score():
+def test_promotion_order_takes_the_feasible_by_cheap_score_then_the_infeasible_nearest_the_budget():
     board = Leaderboard([UP, FAST], [Constraint("latency_ms.d", 5.0)])
-    for arch, score, latency in (("big", 9, 4), ("small", 1, 1), ("dominated", 2, 3), ("mid", 5, 2), ("over", 99, 9), ("far_over", 1, 20)):
+    for arch, score, latency in (("big", 9, 4), ("small", 1, 1), ("slow", 2, 3), ("mid", 5, 2), ("over", 99, 9), ("far_over", 1, 20)):
         board.add(Candidate(arch, {"score": score, "latency_ms.d": latency}))
-    # front 0 among the feasible: big, mid, small (by score); then the dominated one; infeasible last, nearest the budget first
-    assert promotion_order(board) == ["big", "mid", "small", "dominated", "over", "far_over"]
+    # the feasible by score, whatever their latency ("slow" is dominated by "mid" but scores above "small"); then the
+    # infeasible, nearest the budget first, whatever their score
+    assert promotion_order(board) == ["big", "mid", "slow", "small", "over", "far_over"]
 
 
 def test_finalists_are_the_best_scored_feasible_candidates_not_yet_measured():

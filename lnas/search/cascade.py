@@ -6,8 +6,9 @@ finalists on the device (as nn-Meter's and Once-for-All's searches do: a cheap m
 1. *screen*: the strategy explores with costs from the arch alone: its predicted accuracy there is a cheap proxy
    (FLOPs, AZ-NAS's complexity), its latency the device's estimate from the arch (a look-up table) where the device
    has one; the constraints it can evaluate apply.
-2. *score*: the screened candidates, feasible first, in order of their non-dominated rank over the screen's objectives
-   (so every latency range the budget allows is represented), then by their cheap score, get the full predictor.
+2. *score*: the screened candidates that meet the constraints, best cheap score first, get the full predictor (the
+   pick is the best predicted accuracy within the constraints, so the predictor goes where the cheap estimate of it
+   is highest), then those that miss them, nearest the bounds first.
 3. *measure*: the best scored candidates that meet the constraints are measured on the device, side by side; the pick
    is made on the measured latency. Their measurements refit the estimates from the arch.
 4. *finetune* (optional): a short list of the measured candidates that meet the trained device's constraints (the
@@ -25,7 +26,7 @@ from collections.abc import Callable, Sequence
 
 from lnas.search.leaderboard import Candidate, Leaderboard
 from lnas.search.loop import Evaluate, SearchLoop
-from lnas.search.objectives import SCORE, SCREEN_SCORE, Constraint, Objective, non_dominated_ranks, oriented_matrix
+from lnas.search.objectives import SCORE, SCREEN_SCORE, Constraint, Objective
 from lnas.search.strategies import OptunaSearch
 from lnas.spaces.base import SearchSpace
 
@@ -35,11 +36,9 @@ CALIBRATED, SCREEN, SCORED, MEASURED, FINETUNED = "calibrate", "screen", "score"
 def promotion_order(board: Leaderboard) -> list[str]:
     """The screened candidates in the order the full predictor scores them (see the module docstring)."""
     rows = board.candidates()
-    feasible = [row for row in rows if board.is_feasible(row)]
-    ranks = non_dominated_ranks(oriented_matrix([row.measures for row in feasible], board.objectives)) if feasible else []
-    order = sorted(zip(feasible, ranks, strict=True), key=lambda pair: (pair[1], -board.objective(pair[0])))
+    feasible = sorted((row for row in rows if board.is_feasible(row)), key=board.objective, reverse=True)
     infeasible = sorted((row for row in rows if not board.is_feasible(row)), key=lambda row: sum(max(v, 0.0) for v in board.violations(row).values()))
-    return [row.arch for row, _ in order] + [row.arch for row in infeasible]
+    return [row.arch for row in feasible + infeasible]
 
 
 def finalists(board: Leaderboard, count: int, measured: set[str]) -> list[Candidate]:
