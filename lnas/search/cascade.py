@@ -35,9 +35,9 @@ CALIBRATED, SCREEN, SCORED, MEASURED, FINETUNED = "calibrate", "screen", "score"
 
 def promotion_order(board: Leaderboard) -> list[str]:
     """The screened candidates in the order the full predictor scores them (see the module docstring)."""
-    rows = board.candidates()
-    feasible = sorted((row for row in rows if board.is_feasible(row)), key=board.objective, reverse=True)
-    infeasible = sorted((row for row in rows if not board.is_feasible(row)), key=lambda row: sum(max(v, 0.0) for v in board.violations(row).values()))
+    feasible = sorted(board.feasible(), key=board.objective, reverse=True)
+    infeasible = sorted((row for row in board.candidates() if not board.is_feasible(row)),
+                        key=lambda row: sum(max(v, 0.0) for v in board.violations(row).values()))
     return [row.arch for row in feasible + infeasible]
 
 
