@@ -11,8 +11,9 @@ import math
 import pytest
 from hydra import compose, initialize_config_module
 
-from lnas.benchmarks.nb201_proxies import load_table
+from lnas.benchmarks.nb201_proxies import ensemble_of, load_table
 from lnas.benchmarks.nb201_search import load_latencies
+from lnas.predictors.registry import load_proxy
 from lnas.reproduce import run_recipe
 
 
@@ -69,3 +70,12 @@ def test_a_latency_table_without_the_device_names_its_columns(tmp_path):
     assert loaded["phone"] == {0: 1.5, 1: 3.0} and loaded["watch"][0] == 2.0 and math.isnan(loaded["watch"][1])
     with pytest.raises(ValueError, match=r"no column for device 'tv'.*\['phone_ms', 'watch'\]"):
         load_latencies(table, ["tv"])
+
+
+def test_the_predictor_is_an_ensemble_config_or_a_list_of_proxy_names():
+    configured = ensemble_of("ensemble")
+    assert configured.used == load_proxy("ensemble").used and configured.used[0] == "flops"
+    listed = ensemble_of(["flops", "trainability", "progressivity"])
+    assert listed.used == ["flops", "trainability", "progressivity"] and listed.aggregation == configured.aggregation
+    with pytest.raises(ValueError, match=r"predictor 'synflow' is not an ensemble.*list of proxy names"):
+        ensemble_of("synflow")

@@ -31,7 +31,7 @@ import io
 import math
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -230,9 +230,22 @@ def configured_proxies(cfg: DictConfig) -> tuple[list[Proxy], ZeroShotEnsemble, 
     """The listed proxies, the ensemble (sharing their instances), and every proxy to score (listed first)."""
     proxies = [load_proxy(name) for name in cfg.proxies]
     by_name = {p.name: p for p in proxies}
-    members = list(cfg.ensemble) if OmegaConf.is_list(cfg.ensemble) else load_proxy(cfg.ensemble).used
-    ensemble = ZeroShotEnsemble([by_name.get(m) or load_proxy(m) for m in members], cfg.aggregation)
+    ensemble = ensemble_of(cfg.ensemble, cfg.aggregation, by_name)
     return proxies, ensemble, proxies + [p for p in ensemble.proxies if p.name not in by_name]
+
+
+def ensemble_of(spec: str | Sequence[str], aggregation: str | None = None, given: Mapping[str, Proxy] | None = None) -> ZeroShotEnsemble:
+    """The ensemble ``spec`` names: a predictor config (``conf/predictor/<name>.yaml``, which must be an ensemble) or a list
+    of member proxy names; members found in ``given`` are those instances; ``aggregation`` None keeps the config's."""
+    if isinstance(spec, str):
+        configured = load_proxy(spec)
+        if not isinstance(configured, ZeroShotEnsemble):
+            raise ValueError(f"predictor {spec!r} is not an ensemble; give an ensemble config (e.g. 'ensemble') or a list of proxy names")
+        members, aggregation = configured.used, aggregation or configured.aggregation
+    else:
+        members = list(spec)
+    given = given or {}
+    return ZeroShotEnsemble([given.get(m) or load_proxy(m) for m in members], aggregation or "log_rank")
 
 
 def architecture_batch(cifar: CifarSample, cfg: DictConfig, idx: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

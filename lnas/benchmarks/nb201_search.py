@@ -32,6 +32,7 @@ from lnas.benchmarks.nb201_proxies import (
     CifarSample,
     architecture_batch,
     build_seeded,
+    ensemble_of,
     load_scores,
     load_table,
     resolve_device,
@@ -41,7 +42,6 @@ from lnas.io import atomic_write, atomic_write_text, data_dir, nb201_table, read
 from lnas.predictors.base import score_proxies
 from lnas.predictors.ensemble import ZeroShotEnsemble
 from lnas.predictors.flops import Flops
-from lnas.predictors.registry import load_proxy
 from lnas.search import Candidate, Constraint, Leaderboard, Objective, OptunaSearch
 from lnas.search.cascade import Cascade
 from lnas.search.loop import SearchLoop
@@ -173,9 +173,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     accuracy = {row["idx"]: row["cifar10_test_acc"] for row in table}
     index_of = {row["arch"]: row["idx"] for row in table}
     latencies = load_latencies(Path(cfg.latency_csv) if cfg.latency_csv else None, list(cfg.devices))
-    ensemble = load_proxy(cfg.predictor)
-    if not isinstance(ensemble, ZeroShotEnsemble):
-        raise ValueError(f"predictor={cfg.predictor!r} is not an ensemble; this recipe scores the default predictor's members")
+    ensemble = ensemble_of(cfg.predictor if isinstance(cfg.predictor, str) else list(cfg.predictor))
     cifar = CifarSample((Path(cfg.data_dir) if cfg.get("data_dir") else data_dir()) / "cifar10" / "cifar10_train_1000.npz")
     cells = CellScores(ensemble, cfg, cifar, load_scores([cfg.scores]) if cfg.scores else {})
     per_device: dict = {}
