@@ -18,7 +18,9 @@ SMALL_SEARCH = ["warmup_epochs=1", "search.num_candidates=5", "search.screen=30"
 
 
 def test_the_predictor_keeps_only_members_that_score_without_data():
-    ensemble = load_proxy("ensemble")
+    default = load_proxy("ensemble")
+    assert data_free_predictor(default) == (default, {})  # every member of the default predictor is data-free
+    ensemble = load_proxy("ensemble_rank")
     kept, left_out = data_free_predictor(ensemble)
     assert isinstance(kept, ZeroShotEnsemble) and "jacob_cov" in ensemble.used
     assert kept.used == [name for name in ensemble.used if name != "jacob_cov"] and left_out == {"jacob_cov": "needs real images"}
@@ -76,7 +78,8 @@ def test_batches_are_gaussian_noise_of_the_shape_without_targets():
                                                    ("detection", ["data.image_size=64", "data.num_classes=3", "data.object_sizes=[16,48]"])])
 def test_a_data_free_run_searches_measures_and_reports_without_training(compose_cfg, tmp_path, experiment, extra):
     out = tmp_path / experiment
-    summary = train(compose_cfg(f"+experiment={experiment}", "data=characteristics", *extra, *SMALL_SEARCH, f"output_dir={out}"))
+    summary = train(compose_cfg(f"+experiment={experiment}", "data=characteristics", *extra, *SMALL_SEARCH, "predictor=ensemble_rank",
+                                f"output_dir={out}"))
     rows = list(csv.DictReader((out / "leaderboard.csv").open()))
     assert len(rows) == summary["candidates_screened"] >= 30 and summary["pick"]["arch"] == rows[0]["arch"]
     assert sum(row["stage"] != "screen" for row in rows) == summary["candidates_scored"] == 5  # the cascade: screened, then scored

@@ -56,13 +56,13 @@ def test_fast_run_writes_all_result_files(fast_run):
     chosen = yaml.safe_load((out / "arch.yaml").read_text())
     assert chosen["arch"] == rows[0]["arch"] == summary["pick"]["arch"]
     report = (out / "report.md").read_text()
-    assert {"proxy.synflow", "proxy.flops"} <= set(rows[0])  # the default ensemble keeps each member's score
+    assert {"proxy.trainability", "proxy.progressivity", "proxy.flops"} <= set(rows[0])  # the default ensemble keeps each member's score
     assert report.startswith(f"# {headline(summary)}\n") and " than space default r" in report.splitlines()[0]
     stages = summary["search_stages"]
     assert stages["score"]["candidates"] == cfg.search.num_candidates and stages["score"]["seconds"] > 0
     assert stages["measure"]["candidates"] >= 1 and f", score {cfg.search.num_candidates} in " in report
     assert stages["calibrate"]["candidates"] == cfg.hardware.devices.cpu.estimator.calibration_size  # the table, before the search
-    for text in (chosen["arch"], "test map", "candidates scored: 6", "latency", "ensemble (flops, synflow", "same final recipe"):
+    for text in (chosen["arch"], "test map", "candidates scored: 6", "latency", "ensemble (flops, trainability, progressivity", "same final recipe"):
         assert text in report
     assert summary["pick"]["trained"] and summary["baseline"]["trained"]
     for role in ("pick", "baseline"):

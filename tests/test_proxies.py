@@ -81,7 +81,7 @@ def test_shared_passes_give_the_same_scores_as_each_proxy_alone(tiny_nb201, batc
 
 def test_every_predictor_config_instantiates_with_the_documented_attributes():
     published = {"params", "flops", "grad_norm", "snip", "grasp", "fisher", "jacob_cov", "synflow", "naswot", "zen", "zico"}
-    assert published | {"ensemble"} <= set(available())
+    assert published | {"ensemble", "ensemble_rank"} <= set(available())
     for name in available():
         proxy = load_proxy(name)
         assert proxy.name == name and isinstance(proxy.higher_is_better, bool)
@@ -222,7 +222,8 @@ def test_ensemble_log_rank_aggregation_has_the_known_answer():
 def test_ensemble_reads_its_config_and_reports_its_members(tiny_nb201, batch):
     config = OmegaConf.create((files("lnas.conf") / "predictor" / "ensemble.yaml").read_text())
     ensemble = instantiate(config)
-    assert ensemble.used == list(config.proxies) and ensemble.needs_data and not ensemble.needs_labels
+    assert ensemble.used == list(config.proxies) and not ensemble.needs_labels
+    assert ensemble.needs_data == any(member.needs_data for member in ensemble.proxies)
     components = ensemble.components(tiny_nb201, batch[0])
     assert list(components) == ensemble.used and all(math.isfinite(v) for v in components.values())
     assert ensemble.score(tiny_nb201, batch[0]) == 0.0  # a population of one: every rank is 1/1

@@ -55,6 +55,8 @@ def test_best_meets_every_constraint_and_unmeasured_or_reference_rows_are_never_
     assert [r.arch for r in board.front()] == ["a"]  # b: no finite score; c: over budget; d: not measured; baseline: a reference
     assert board.reasons(board.get("c")) == ["latency_ms.cpu 3 > 1"] and "boom" in board.reasons(board.get("d"))[0]
     assert [r.arch for r in board.ranked()] == ["a", "b", "c", "d", "baseline"]
+    assert [r.arch for r in board.ranked(first="c")] == ["c", "a", "b", "d", "baseline"]  # the pick heads leaderboard.csv
+    assert [line.split(",")[1] for line in board.to_csv(first="c").splitlines()[1:3]] == ["c", "a"]
     assert board.best(constraints=[]).arch == "c"  # without the budget: the best score
     lower = Leaderboard([Objective("score", MINIMIZE)])
     lower.add(_row("x", 5.0, 0.1))

@@ -585,16 +585,17 @@ class ZeroShotSearch(L.Callback):
                 with self._timed(FINETUNED):
                     self._finetune_shortlist(trainer, pl_module)
             rank_zero_info(f"ZeroShotSearch stages: {describe_stages(self.stage_report())}")
-            self.leaderboard.write_csv(out / "leaderboard.csv")
             try:
                 self.picks = self.pick_per_device()
                 best = next(iter(self.picks.values()))
+                self.leaderboard.write_csv(out / "leaderboard.csv", first=best.arch)
                 chosen = pl_module.space.decode(best.arch)
                 self.write_picks(out / "picks.yaml", pl_module.space)
                 write_arch_yaml(out / "arch.yaml", best, chosen, proxy_name=self.proxy.name)
                 rank_zero_info(f"ZeroShotSearch picked {best.arch} (score {best.score:.4g}) from {len(self.leaderboard.candidates())} candidates")
             except Exception as caught:  # noqa: BLE001 - re-raised on every rank after the broadcast
                 error = caught
+                self.leaderboard.write_csv(out / "leaderboard.csv")
             write_pareto_plot(self.leaderboard, out / "pareto.png", self.proxy.name, self.hardware, self.picks)
         chosen, message = trainer.strategy.broadcast((chosen, str(error) if error else None), src=0)
         if error is not None:

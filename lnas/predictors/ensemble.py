@@ -59,7 +59,7 @@ def warn_non_finite(arch: str, scores: Mapping[str, float]) -> bool:
 class ZeroShotEnsemble(Proxy):
     """Rank aggregation of ``proxies`` over a population (the default zero-shot predictor).
 
-    ``proxies`` are Proxy objects or predictor names (``conf/predictor/<name>.yaml``).
+    ``proxies`` are Proxy objects or predictor names (``conf/predictor/<name>.yaml``); ``name`` is the config's name.
     ``components`` scores one model with every member (shared passes run once); ``aggregate`` turns the rows of a
     population into ensemble scores; ``score`` aggregates a population of one (always 0 with ``log_rank``), so use
     ``components`` + ``aggregate`` in a search.
@@ -68,7 +68,8 @@ class ZeroShotEnsemble(Proxy):
     name = "ensemble"
     higher_is_better = True
 
-    def __init__(self, proxies: Mapping[str, Proxy] | Sequence[Proxy | str], aggregation: str = "log_rank") -> None:
+    def __init__(self, proxies: Mapping[str, Proxy] | Sequence[Proxy | str], aggregation: str = "log_rank", name: str = "ensemble") -> None:
+        self.name = name
         members = list(proxies.values()) if isinstance(proxies, Mapping) else list(proxies)
         self.proxies = [load_proxy(p) if isinstance(p, str) else p for p in members]
         if not self.proxies:
@@ -124,4 +125,4 @@ def data_free_predictor(proxy: Proxy) -> tuple[Proxy, dict[str, str]]:
                          f"with data=characteristics use one of {allowed}")
     if not isinstance(proxy, ZeroShotEnsemble) or not left_out:
         return proxy, left_out
-    return ZeroShotEnsemble(kept, aggregation=proxy.aggregation), left_out
+    return ZeroShotEnsemble(kept, aggregation=proxy.aggregation, name=proxy.name), left_out

@@ -172,11 +172,11 @@ class Leaderboard:
         ranks = non_dominated_ranks(oriented_matrix([row.measures for row in rows], self.objectives))
         return [row for row, rank in zip(rows, ranks, strict=True) if rank == 0]
 
-    def ranked(self) -> list[Candidate]:
-        """Rows sorted best first: feasible candidates, then infeasible ones, then references; each by stage (fine-tuned,
-        measured, scored, screened) and score (fine-tuned ones by their fine-tune loss)."""
+    def ranked(self, first: str | None = None) -> list[Candidate]:
+        """Rows sorted best first: the arch ``first`` (the pick), feasible candidates, then infeasible ones, then
+        references; each by stage (fine-tuned, measured, scored, screened) and score (fine-tuned ones by their fine-tune loss)."""
         stage = {"finetune": -1, "measure": 0, "score": 1, "screen": 2}
-        return sorted(self.rows, key=lambda r: (r.reference, not self.is_feasible(r), stage.get(r.stage, 1),
+        return sorted(self.rows, key=lambda r: (r.arch != first, r.reference, not self.is_feasible(r), stage.get(r.stage, 1),
                                                 -(self.finetuned(r) if r.stage == "finetune" else self.objective(r))))
 
     def measure_names(self) -> list[str]:
@@ -185,7 +185,8 @@ class Leaderboard:
         latencies = sorted(name for name in names if name.startswith(LATENCY))
         return [SCORE] + sorted(names - {SCORE} - set(latencies)) + latencies
 
-    def to_csv(self) -> str:
+    def to_csv(self, first: str | None = None) -> str:
+        """The board as CSV, rows in :meth:`ranked` order (``first`` at the top)."""
         on_front = {row.arch for row in self.front()}
         measures = self.measure_names()
         spreads = sorted({name for row in self.rows for name in row.spreads})
@@ -195,7 +196,7 @@ class Leaderboard:
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
-        for rank, row in enumerate(self.ranked(), start=1):
+        for rank, row in enumerate(self.ranked(first), start=1):
             writer.writerow({"rank": rank, "arch": row.arch, "stage": row.stage, "feasible": self.is_feasible(row),
                              "reason": "; ".join(self.reasons(row)), "pareto": row.arch in on_front, "reference": row.reference,
                              **{name: row.measures.get(name, math.nan) for name in measures},
@@ -203,8 +204,8 @@ class Leaderboard:
                              "step": row.step, **{f"proxy.{n}": v for n, v in row.components.items()}})
         return buffer.getvalue()
 
-    def write_csv(self, path: str | Path) -> Path:
-        return atomic_write_text(path, self.to_csv())
+    def write_csv(self, path: str | Path, first: str | None = None) -> Path:
+        return atomic_write_text(path, self.to_csv(first))
 
     def state_dict(self) -> dict:
         return {"rows": [asdict(row) for row in self.rows]}
