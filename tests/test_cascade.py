@@ -38,6 +38,17 @@ def test_finalists_are_the_best_scored_feasible_candidates_not_yet_measured():
     assert [r.arch for r in finalists(board, 2, set())] == ["a", "b"] and [r.arch for r in finalists(board, 2, {"a"})] == ["b", "d"]
 
 
+def test_when_no_unmeasured_candidate_meets_the_budget_the_finalists_are_the_scored_ones_nearest_to_it():
+    board = Leaderboard([UP, FAST], [Constraint("latency_ms.d", 5.0)])
+    for arch, score, latency, stage in (("edge", 9, 5.2, "score"), ("near", 1, 5.1, "score"), ("far", 8, 7.0, "score"),
+                                        ("unscored", math.nan, 5.05, "score"), ("measured", 5, 6.0, "measure")):
+        board.add(Candidate(arch, {"score": score, "latency_ms.d": latency}, stage=stage))
+    board.add(Candidate("screened", {"screen_score": 99.0, "latency_ms.d": 5.2}, stage="screen"))
+    # the screened one has only a cheap score and the measured one is excluded: measuring goes on down from the budget
+    assert [r.arch for r in finalists(board, 2, {"measured"})] == ["near", "edge"]
+    assert [r.arch for r in finalists(board, 5, {"measured", "near", "edge", "far"})] == []
+
+
 def test_the_finetune_shortlist_is_the_best_scored_feasible_candidates_then_the_default():
     board = Leaderboard([UP, FAST], [Constraint("latency_ms.d", 5.0)])
     for arch, score, latency in (("a", 3, 1), ("b", 2, 1), ("c", 9, 9), ("default", 1, 1), ("e", math.nan, 1), ("f", 0, 1)):

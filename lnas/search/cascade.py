@@ -33,17 +33,27 @@ from lnas.spaces.base import SearchSpace
 CALIBRATED, SCREEN, SCORED, MEASURED, FINETUNED = "calibrate", "screen", "score", "measure", "finetune"
 
 
+def total_violation(board: Leaderboard, row: Candidate) -> float:
+    """How far ``row`` is over its constraints, summed (0 when it meets them all)."""
+    return sum(max(v, 0.0) for v in board.violations(row).values())
+
+
 def promotion_order(board: Leaderboard) -> list[str]:
     """The screened candidates in the order the full predictor scores them (see the module docstring)."""
     feasible = sorted(board.feasible(), key=board.objective, reverse=True)
-    infeasible = sorted((row for row in board.candidates() if not board.is_feasible(row)),
-                        key=lambda row: sum(max(v, 0.0) for v in board.violations(row).values()))
+    infeasible = sorted((row for row in board.candidates() if not board.is_feasible(row)), key=lambda row: total_violation(board, row))
     return [row.arch for row in feasible + infeasible]
 
 
 def finalists(board: Leaderboard, count: int, measured: set[str]) -> list[Candidate]:
-    """The ``count`` best-scored candidates that meet every constraint and were not measured yet."""
-    return shortlist(board, count, board.constraints, lambda row: row.arch not in measured)
+    """The ``count`` best-scored candidates that meet every constraint and were not measured yet; when none is left,
+    the ``count`` scored ones nearest to meeting them (an estimate from the arch can put every candidate near the
+    budget over it once the finalists' measurements recalibrate it: measuring goes on down from the bounds)."""
+    chosen = shortlist(board, count, board.constraints, lambda row: row.arch not in measured)
+    if chosen:
+        return chosen
+    rest = [row for row in board.candidates() if row.stage != SCREEN and row.arch not in measured and math.isfinite(row.score)]
+    return sorted(rest, key=lambda row: total_violation(board, row))[:count]
 
 
 def shortlist(board: Leaderboard, count: int, constraints: Sequence[Constraint], only: Callable[[Candidate], bool] | None,
