@@ -173,7 +173,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
     accuracy = {row["idx"]: row["cifar10_test_acc"] for row in table}
     index_of = {row["arch"]: row["idx"] for row in table}
     latencies = load_latencies(Path(cfg.latency_csv) if cfg.latency_csv else None, list(cfg.devices))
-    ensemble = ensemble_of(cfg.predictor if isinstance(cfg.predictor, str) else list(cfg.predictor))
+    ensemble = ensemble_of(cfg.predictor)
     cifar = CifarSample((Path(cfg.data_dir) if cfg.get("data_dir") else data_dir()) / "cifar10" / "cifar10_train_1000.npz")
     cells = CellScores(ensemble, cfg, cifar, load_scores([cfg.scores]) if cfg.scores else {})
     per_device: dict = {}
